@@ -1,0 +1,83 @@
+//! Phi self-attention: q/k/v projections with bias, optional per-head q/k LayerNorm, partial
+//! rotary, grouped-query heads, and scores and softmax in f32 (PHI_SPEC §1.3, §5).
+
+use burn::nn::{Dropout, LayerNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use burn::tensor::activation::softmax;
+
+use crate::rotary::PartialRotary;
+
+#[derive(Module, Debug)]
+pub struct PhiAttention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub dense: Linear<B>,
+    /// One LayerNorm over `head_dim`, shared by all heads (only with `qk_layernorm`).
+    pub q_layernorm: Option<LayerNorm<B>>,
+    pub k_layernorm: Option<LayerNorm<B>>,
+    pub attention_dropout: Dropout,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> PhiAttention<B> {
+    /// `x: [batch, seq, hidden]` whose first row sits at position `start` → `[batch, seq, hidden]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rotary: &PartialRotary<B>,
+        start: usize,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, hidden] = x.dims();
+        let heads =
+            |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
+        let mut q = heads(self.q_proj.forward(x.clone()), self.num_heads);
+        let mut k = heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        if let (Some(qn), Some(kn)) = (&self.q_layernorm, &self.k_layernorm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        let q = rotary.apply(q, start);
+        let k = self.repeat_kv(rotary.apply(k, start));
+        let v = self.repeat_kv(v);
+
+        // phi-2 overflows f16 in q·kᵀ: scores, mask and softmax run in f32 on every backend.
+        let value_dtype = v.dtype();
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let mut scores = q
+            .cast(FloatDType::F32)
+            .matmul(k.cast(FloatDType::F32).swap_dims(2, 3))
+            .mul_scalar(scale);
+        if seq > 1 {
+            let keys = start + seq;
+            let future =
+                Tensor::<B, 2, Bool>::tril_mask([seq, keys], start as i64, &scores.device());
+            scores = scores.mask_fill(future.reshape([1, 1, seq, keys]), f32::NEG_INFINITY);
+        }
+        let probs = self
+            .attention_dropout
+            .forward(softmax(scores, 3))
+            .cast(value_dtype);
+        let out = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden]);
+        self.dense.forward(out)
+    }
+
+    /// Key/value heads serve `num_heads / num_kv_heads` consecutive query heads each.
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let groups = self.num_heads / self.num_kv_heads;
+        if groups == 1 {
+            return x;
+        }
+        let [batch, kv_heads, seq, head_dim] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([batch, kv_heads, groups, seq, head_dim])
+            .reshape([batch, kv_heads * groups, seq, head_dim])
+    }
+}

@@ -1,0 +1,31 @@
+//! One Phi decoder layer: a parallel block with a single LayerNorm (PHI_SPEC §1.2),
+//! `h + dropout(attn(ln(h))) + dropout(mlp(ln(h)))`.
+
+use burn::nn::{Dropout, LayerNorm};
+use burn::prelude::*;
+
+use crate::attention::PhiAttention;
+use crate::mlp::PhiMlp;
+use crate::rotary::PartialRotary;
+
+#[derive(Module, Debug)]
+pub struct PhiDecoderLayer<B: Backend> {
+    pub input_layernorm: LayerNorm<B>,
+    pub self_attn: PhiAttention<B>,
+    pub mlp: PhiMlp<B>,
+    pub resid_dropout: Dropout,
+}
+
+impl<B: Backend> PhiDecoderLayer<B> {
+    pub fn forward(
+        &self,
+        h: Tensor<B, 3>,
+        rotary: &PartialRotary<B>,
+        start: usize,
+    ) -> Tensor<B, 3> {
+        let x = self.input_layernorm.forward(h.clone());
+        let attn = self.self_attn.forward(x.clone(), rotary, start);
+        let mlp = self.mlp.forward(x);
+        h + self.resid_dropout.forward(attn) + self.resid_dropout.forward(mlp)
+    }
+}

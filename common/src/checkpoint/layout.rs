@@ -1,0 +1,108 @@
+//! The three key layouts Phi checkpoints exist in, told apart by their keys (PHI_SPEC §3).
+
+use std::ops::Range;
+
+use crate::config::PhiConfig;
+use crate::params::{Leaf, Part};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// Current transformers names (`model.layers.{i}.self_attn.q_proj`).
+    V3,
+    /// microsoft's `phi-msft` remote code (`transformer.h.{i}.mixer.Wqkv`).
+    V2Msft,
+    /// microsoft's `MixFormerSequential` (`layers.{i+1}.mixer.Wqkv`, embedding at `layers.0`).
+    V1MixFormer,
+}
+
+/// Where one model parameter is stored in a given layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Location {
+    pub key: String,
+    /// Rows of a fused `Wqkv` tensor that belong to this parameter.
+    pub rows: Option<Range<usize>>,
+    /// The stored tensor's whole shape (the fused shape for `Wqkv`).
+    pub stored_shape: Vec<usize>,
+}
+
+impl KeyLayout {
+    /// Tells the layout from the key names; `None` if no layout's embedding key is present.
+    pub fn detect<'a>(mut keys: impl Iterator<Item = &'a str>) -> Option<Self> {
+        keys.find_map(|k| {
+            if k.starts_with("model.embed_tokens.") || k.starts_with("model.layers.") {
+                Some(Self::V3)
+            } else if k.starts_with("transformer.embd.") || k.starts_with("transformer.h.") {
+                Some(Self::V2Msft)
+            } else if k.starts_with("layers.0.wte.") {
+                Some(Self::V1MixFormer)
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V3 => "V3 (transformers)",
+            Self::V2Msft => "V2 (phi-msft)",
+            Self::V1MixFormer => "V1 (MixFormerSequential)",
+        }
+    }
+
+    /// Keys that carry no parameters and are dropped wherever they appear.
+    pub fn is_ignored(key: &str) -> bool {
+        key.ends_with("rotary_emb.inv_freq")
+    }
+
+    /// Where the parameter `part.leaf` with transformers shape `shape` lives in this layout, or
+    /// `None` if the layout cannot hold it (q/k LayerNorms in the fused layouts).
+    pub fn locate(
+        self,
+        part: Part,
+        leaf: Leaf,
+        shape: &[usize],
+        config: &PhiConfig,
+    ) -> Option<Location> {
+        let suffix = leaf.suffix();
+        let plain = |module: String| Location {
+            key: format!("{module}.{suffix}"),
+            rows: None,
+            stored_shape: shape.to_vec(),
+        };
+        if self == Self::V3 {
+            return Some(plain(part.v3_module()));
+        }
+        let layers = config.num_hidden_layers;
+        let block = |i: usize| match self {
+            Self::V2Msft => format!("transformer.h.{i}"),
+            _ => format!("layers.{}", i + 1),
+        };
+        let (d, kv) = (config.hidden_size, config.kv_dim());
+        // Wqkv rows are plain [q; k; v]: q = 0..d, k = d..d+kv, v = d+kv..d+2kv.
+        let fused = |i: usize, rows: Range<usize>| {
+            let mut stored_shape = shape.to_vec();
+            stored_shape[0] = d + 2 * kv;
+            Location {
+                key: format!("{}.mixer.Wqkv.{suffix}", block(i)),
+                rows: Some(rows),
+                stored_shape,
+            }
+        };
+        Some(match (self, part) {
+            (Self::V2Msft, Part::Embed) => plain("transformer.embd.wte".into()),
+            (_, Part::Embed) => plain("layers.0.wte".into()),
+            (_, Part::InputNorm(i)) => plain(format!("{}.ln", block(i))),
+            (_, Part::Q(i)) => fused(i, 0..d),
+            (_, Part::K(i)) => fused(i, d..d + kv),
+            (_, Part::V(i)) => fused(i, d + kv..d + 2 * kv),
+            (_, Part::Dense(i)) => plain(format!("{}.mixer.out_proj", block(i))),
+            (_, Part::Fc1(i)) => plain(format!("{}.mlp.fc1", block(i))),
+            (_, Part::Fc2(i)) => plain(format!("{}.mlp.fc2", block(i))),
+            (_, Part::QNorm(_) | Part::KNorm(_)) => return None,
+            (Self::V2Msft, Part::FinalNorm) => plain("lm_head.ln".into()),
+            (Self::V2Msft, Part::Head) => plain("lm_head.linear".into()),
+            (_, Part::FinalNorm) => plain(format!("layers.{}.ln", layers + 1)),
+            (_, Part::Head) => plain(format!("layers.{}.linear", layers + 1)),
+        })
+    }
+}

@@ -1,0 +1,321 @@
+//! Checkpoints: Hugging Face weights in any published layout and format, in and out.
+//!
+//! `Checkpoint::open` finds the files, reads their headers, tells the key layout and checks every
+//! tensor against the config before any weight is read, so a bad checkpoint fails at once with
+//! every missing, unexpected and misshapen tensor named. `Checkpoint::load` then reads each tensor
+//! once, converts it to f32 on the host and hands it to the model in the backend's float type.
+
+mod dtype;
+mod export;
+#[cfg(feature = "hub")]
+mod hub;
+mod layout;
+mod pytorch_file;
+mod safetensors_file;
+mod weight_file;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+
+pub use dtype::StoredDType;
+pub use export::save_hf;
+#[cfg(feature = "hub")]
+pub use hub::{HubOptions, resolve_hub};
+pub use layout::{KeyLayout, Location};
+pub use weight_file::WeightFile;
+
+use crate::config::PhiConfig;
+use crate::error::{PhiError, Result, ShapeMismatch};
+use crate::model::{ParamSource, Phi};
+use crate::params::{HfParam, Leaf, Part, hf_params};
+
+/// An opened, checked checkpoint: config, files, layout, and where each parameter lives.
+pub struct Checkpoint {
+    config: PhiConfig,
+    layout: KeyLayout,
+    files: Vec<WeightFile>,
+    /// Every stored key → (index into `files`, shape).
+    keys: HashMap<String, (usize, Vec<usize>)>,
+    /// Each model parameter's location, in `hf_params` order.
+    plan: Vec<(HfParam, Location)>,
+}
+
+impl Checkpoint {
+    /// Opens a model folder (config.json plus weights in any supported format and layout), or a
+    /// single weights file with a config.json beside it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(Path::new("."))
+        };
+        let config = PhiConfig::from_file(dir.join("config.json"))?;
+        Self::open_with_config(path, config)
+    }
+
+    /// Opens `source`: a local folder or weights file if one exists at that path, else (with the
+    /// `hub` feature) a hub id such as `microsoft/phi-2` at `revision` (default `main`).
+    pub fn open_source(source: &str, revision: Option<&str>) -> Result<Self> {
+        let path = Path::new(source);
+        if path.exists() {
+            return Self::open(path);
+        }
+        #[cfg(feature = "hub")]
+        {
+            let dir = resolve_hub(source, revision, &HubOptions::default())?;
+            Self::open(dir)
+        }
+        #[cfg(not(feature = "hub"))]
+        {
+            let _ = revision;
+            Err(PhiError::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or folder (hub ids need the `hub` feature)",
+                ),
+            ))
+        }
+    }
+
+    /// Opens weights (a folder or a single file) described by `config`.
+    pub fn open_with_config(path: impl AsRef<Path>, config: PhiConfig) -> Result<Self> {
+        let path = path.as_ref();
+        let (paths, index) = if path.is_dir() {
+            weight_file::discover(path)?
+        } else if path.is_file() {
+            (vec![path.to_owned()], None)
+        } else {
+            return Err(PhiError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            ));
+        };
+        let files = paths
+            .iter()
+            .map(|p| WeightFile::open(p))
+            .collect::<Result<Vec<_>>>()?;
+        let mut keys: HashMap<String, (usize, Vec<usize>)> = HashMap::new();
+        for (n, file) in files.iter().enumerate() {
+            for (key, shape) in file.shapes() {
+                if KeyLayout::is_ignored(&key) {
+                    continue;
+                }
+                if let Some((other, _)) = keys.get(&key) {
+                    return Err(PhiError::weights(
+                        file.path(),
+                        Some(&key),
+                        format!("also stored in {}", files[*other].path().display()),
+                    ));
+                }
+                keys.insert(key, (n, shape));
+            }
+        }
+        if let Some(index) = index {
+            check_index(&index, &files, &keys)?;
+        }
+        let origin = path.display().to_string();
+        let layout = KeyLayout::detect(keys.keys().map(String::as_str)).ok_or_else(|| {
+            PhiError::weights(
+                path,
+                None,
+                "cannot tell the key layout: none of model.embed_tokens.weight (V3), \
+                 transformer.embd.wte.weight (V2) or layers.0.wte.weight (V1) is present",
+            )
+        })?;
+        let plan = Self::plan(&config, layout, &keys, &origin)?;
+        Ok(Self {
+            config,
+            layout,
+            files,
+            keys,
+            plan,
+        })
+    }
+
+    /// Locates every parameter and checks names and shapes, naming every culprit at once.
+    fn plan(
+        config: &PhiConfig,
+        layout: KeyLayout,
+        keys: &HashMap<String, (usize, Vec<usize>)>,
+        origin: &str,
+    ) -> Result<Vec<(HfParam, Location)>> {
+        let mut missing = Vec::new();
+        let mut wrong_shape: BTreeMap<String, ShapeMismatch> = BTreeMap::new();
+        let mut claimed = BTreeSet::new();
+        let mut plan = Vec::new();
+        for param in hf_params(config) {
+            let Some(location) = layout.locate(param.part, param.leaf, &param.shape, config) else {
+                missing.push(format!(
+                    "{} (the {} layout has no place for it)",
+                    param.name(),
+                    layout.name()
+                ));
+                continue;
+            };
+            match keys.get(&location.key) {
+                None => missing.push(location.key.clone()),
+                Some((_, found)) => {
+                    claimed.insert(location.key.clone());
+                    if *found != location.stored_shape {
+                        wrong_shape.insert(
+                            location.key.clone(),
+                            ShapeMismatch {
+                                key: location.key.clone(),
+                                expected: location.stored_shape.clone(),
+                                found: found.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            plan.push((param, location));
+        }
+        let mut unexpected: Vec<String> = keys
+            .keys()
+            .filter(|k| !claimed.contains(*k))
+            .cloned()
+            .collect();
+        unexpected.sort();
+        if missing.is_empty() && unexpected.is_empty() && wrong_shape.is_empty() {
+            return Ok(plan);
+        }
+        Err(PhiError::Mismatch {
+            origin: format!("{origin} ({} layout)", layout.name()),
+            missing,
+            unexpected,
+            wrong_shape: wrong_shape.into_values().collect(),
+        })
+    }
+
+    pub fn config(&self) -> &PhiConfig {
+        &self.config
+    }
+
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
+    }
+
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(WeightFile::path).collect()
+    }
+
+    /// The parameter `part.leaf` as f32 values in transformers' `[out, in]` layout.
+    pub fn read(&self, part: Part, leaf: Leaf) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (param, location) = self
+            .plan
+            .iter()
+            .find(|(p, _)| p.part == part && p.leaf == leaf)
+            .ok_or_else(|| {
+                PhiError::Input(format!(
+                    "{}.{} is not a parameter of this config",
+                    part.v3_module(),
+                    leaf.suffix()
+                ))
+            })?;
+        let (file, _) = &self.keys[&location.key];
+        let values = self.files[*file].read_f32(&location.key, location.rows.clone())?;
+        Ok((values, param.shape.clone()))
+    }
+
+    /// Builds the model on `device`, in the backend's float type.
+    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Phi<B>> {
+        Phi::build(
+            &self.config,
+            &mut CheckpointParams {
+                checkpoint: self,
+                device: device.clone(),
+            },
+        )
+    }
+}
+
+/// A shard index must agree with the shards: every key it lists is in the file it names.
+fn check_index(
+    index: &[(String, PathBuf)],
+    files: &[WeightFile],
+    keys: &HashMap<String, (usize, Vec<usize>)>,
+) -> Result<()> {
+    for (key, file) in index {
+        if KeyLayout::is_ignored(key) {
+            continue;
+        }
+        let stored_in = keys.get(key).map(|(n, _)| files[*n].path());
+        if stored_in != Some(file.as_path()) {
+            return Err(PhiError::weights(
+                file,
+                Some(key),
+                "the shard index places it in this file, but the file does not hold it",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Feeds a checkpoint's tensors to `Phi::build`.
+struct CheckpointParams<'a, B: Backend> {
+    checkpoint: &'a Checkpoint,
+    device: B::Device,
+}
+
+impl<B: Backend> CheckpointParams<'_, B> {
+    fn tensor<const D: usize>(&self, part: Part, leaf: Leaf) -> Result<Tensor<B, D>> {
+        let (values, shape) = self.checkpoint.read(part, leaf)?;
+        let values = match shape[..] {
+            // burn's Linear stores [in, out]; transformers stores [out, in].
+            [rows, cols] if !matches!(part, Part::Embed) => transpose(&values, rows, cols),
+            _ => values,
+        };
+        let shape: Vec<usize> = match shape[..] {
+            [rows, cols] if !matches!(part, Part::Embed) => vec![cols, rows],
+            _ => shape,
+        };
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
+    }
+}
+
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+impl<B: Backend> ParamSource<B> for CheckpointParams<'_, B> {
+    fn device(&self) -> B::Device {
+        self.device.clone()
+    }
+
+    fn linear(&mut self, part: Part, _: usize, _: usize) -> Result<Linear<B>> {
+        Ok(Linear {
+            weight: Param::from_tensor(self.tensor(part, Leaf::Weight)?),
+            bias: Some(Param::from_tensor(self.tensor(part, Leaf::Bias)?)),
+        })
+    }
+
+    fn layer_norm(&mut self, part: Part, dim: usize, eps: f64) -> Result<LayerNorm<B>> {
+        let mut norm = LayerNormConfig::new(dim)
+            .with_epsilon(eps)
+            .init(&self.device);
+        norm.gamma = Param::from_tensor(self.tensor(part, Leaf::Weight)?);
+        norm.beta = Some(Param::from_tensor(self.tensor(part, Leaf::Bias)?));
+        Ok(norm)
+    }
+
+    fn embedding(&mut self, part: Part, _: usize, _: usize) -> Result<Embedding<B>> {
+        Ok(Embedding {
+            weight: Param::from_tensor(self.tensor(part, Leaf::Weight)?),
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! The model's parameter inventory in Hugging Face terms: which tensors a config implies, their
+//! V3 names and `[out, in]` shapes (PHI_SPEC §3). Loading, checking and export all walk this one
+//! list, so they cannot disagree about what a Phi checkpoint holds.
+
+use crate::config::PhiConfig;
+
+/// One module of the model that owns parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Part {
+    Embed,
+    InputNorm(usize),
+    Q(usize),
+    K(usize),
+    V(usize),
+    Dense(usize),
+    QNorm(usize),
+    KNorm(usize),
+    Fc1(usize),
+    Fc2(usize),
+    FinalNorm,
+    Head,
+}
+
+/// Which tensor of a module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leaf {
+    Weight,
+    Bias,
+}
+
+impl Leaf {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Leaf::Weight => "weight",
+            Leaf::Bias => "bias",
+        }
+    }
+}
+
+/// One parameter tensor as transformers stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HfParam {
+    pub part: Part,
+    pub leaf: Leaf,
+    /// PyTorch layout: `[out, in]` for linear weights.
+    pub shape: Vec<usize>,
+}
+
+impl HfParam {
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.part.v3_module(), self.leaf.suffix())
+    }
+}
+
+impl Part {
+    /// The module path in the V3 (current transformers) layout.
+    pub fn v3_module(self) -> String {
+        match self {
+            Part::Embed => "model.embed_tokens".into(),
+            Part::InputNorm(i) => format!("model.layers.{i}.input_layernorm"),
+            Part::Q(i) => format!("model.layers.{i}.self_attn.q_proj"),
+            Part::K(i) => format!("model.layers.{i}.self_attn.k_proj"),
+            Part::V(i) => format!("model.layers.{i}.self_attn.v_proj"),
+            Part::Dense(i) => format!("model.layers.{i}.self_attn.dense"),
+            Part::QNorm(i) => format!("model.layers.{i}.self_attn.q_layernorm"),
+            Part::KNorm(i) => format!("model.layers.{i}.self_attn.k_layernorm"),
+            Part::Fc1(i) => format!("model.layers.{i}.mlp.fc1"),
+            Part::Fc2(i) => format!("model.layers.{i}.mlp.fc2"),
+            Part::FinalNorm => "model.final_layernorm".into(),
+            Part::Head => "lm_head".into(),
+        }
+    }
+}
+
+/// Every parameter the config implies, in the order transformers' `state_dict` lists them.
+pub fn hf_params(config: &PhiConfig) -> Vec<HfParam> {
+    let (d, f, v, kv, hd) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.vocab_size,
+        config.kv_dim(),
+        config.head_dim(),
+    );
+    let mut params = Vec::new();
+    let mut push = |part: Part, weight: Vec<usize>, bias: Option<usize>| {
+        params.push(HfParam {
+            part,
+            leaf: Leaf::Weight,
+            shape: weight,
+        });
+        if let Some(b) = bias {
+            params.push(HfParam {
+                part,
+                leaf: Leaf::Bias,
+                shape: vec![b],
+            });
+        }
+    };
+    push(Part::Embed, vec![v, d], None);
+    for i in 0..config.num_hidden_layers {
+        push(Part::Q(i), vec![d, d], Some(d));
+        push(Part::K(i), vec![kv, d], Some(kv));
+        push(Part::V(i), vec![kv, d], Some(kv));
+        push(Part::Dense(i), vec![d, d], Some(d));
+        if config.qk_layernorm {
+            push(Part::QNorm(i), vec![hd], Some(hd));
+            push(Part::KNorm(i), vec![hd], Some(hd));
+        }
+        push(Part::Fc1(i), vec![f, d], Some(f));
+        push(Part::Fc2(i), vec![d, f], Some(d));
+        push(Part::InputNorm(i), vec![d], Some(d));
+    }
+    push(Part::FinalNorm, vec![d], Some(d));
+    push(Part::Head, vec![v, d], Some(v));
+    params
+}

@@ -1,0 +1,82 @@
+//! Partial rotary position embedding in the NeoX convention (PHI_SPEC §1.3).
+//!
+//! Only the first `rotary_dim` channels of each head rotate, and channel `j` pairs with
+//! `j + rotary_dim / 2` (`rotate_half`), not with `j + 1`: burn's `RotaryEncoding` is interleaved
+//! and full-width, so it would give plausible but wrong output here.
+
+use burn::prelude::*;
+
+/// Precomputed cos/sin tables, `[max_positions, rotary_dim]`, computed in f32 (as transformers does)
+/// and stored in the model's float type (transformers casts them to the activations' dtype).
+#[derive(Module, Debug)]
+pub struct PartialRotary<B: Backend> {
+    /// Plain tensors: not parameters, not saved, but they follow the module across devices.
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+    rotary_dim: usize,
+}
+
+impl<B: Backend> PartialRotary<B> {
+    pub fn new(rotary_dim: usize, max_positions: usize, theta: f64, device: &B::Device) -> Self {
+        let half = rotary_dim / 2;
+        // Same f32 arithmetic as transformers: inv_freq = 1 / theta^(arange(0, dim, 2) / dim),
+        // angle = pos * inv_freq, emb = cat(freqs, freqs), so that the angles round as
+        // its do.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / rotary_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(max_positions * rotary_dim);
+        let mut sin = Vec::with_capacity(max_positions * rotary_dim);
+        for pos in 0..max_positions {
+            for _ in 0..2 {
+                for &f in &inv_freq {
+                    let angle = pos as f32 * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let shape = [max_positions, rotary_dim];
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            rotary_dim,
+        }
+    }
+
+    /// The number of positions the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Rotates `x: [batch, heads, seq, head_dim]` whose first row sits at position `start`.
+    /// The caller guarantees `start + seq <= max_positions`.
+    pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
+        let [_, _, seq, head_dim] = x.dims();
+        let rd = self.rotary_dim;
+        let cos = self
+            .cos
+            .clone()
+            .narrow(0, start, seq)
+            .reshape([1, 1, seq, rd]);
+        let sin = self
+            .sin
+            .clone()
+            .narrow(0, start, seq)
+            .reshape([1, 1, seq, rd]);
+        let rot = if rd == head_dim {
+            x.clone()
+        } else {
+            x.clone().narrow(3, 0, rd)
+        };
+        let first = rot.clone().narrow(3, 0, rd / 2);
+        let second = rot.clone().narrow(3, rd / 2, rd / 2);
+        let rotated_half = Tensor::cat(vec![second.neg(), first], 3);
+        let rotated = rot * cos + rotated_half * sin;
+        if rd == head_dim {
+            rotated
+        } else {
+            Tensor::cat(vec![rotated, x.narrow(3, rd, head_dim - rd)], 3)
+        }
+    }
+}
