@@ -233,6 +233,11 @@ def write_fixture(root, name, shape, layouts, seed):
     with torch.no_grad():
         out = model(input_ids=ids, output_hidden_states=True)
         hidden = model.model(input_ids=ids).last_hidden_state
+        # One row filling the whole context, so rotary is checked at every position; the last
+        # few positions' logits are kept (they depend on all earlier ones).
+        g = torch.Generator().manual_seed(seed + 2000)
+        long_ids = torch.randint(0, shape["vocab"], (1, MAX_POSITIONS), generator=g)
+        long_logits = model(input_ids=long_ids).logits[:, -4:]
     assert torch.allclose(out.hidden_states[-1], hidden)
     base = os.path.join(root, name)
     shutil.rmtree(base, ignore_errors=True)
@@ -251,6 +256,8 @@ def write_fixture(root, name, shape, layouts, seed):
         "input_ids": ids.tolist(),
         "logits": out.logits.tolist(),
         "hidden": hidden.tolist(),
+        "long_input_ids": long_ids.tolist(),
+        "long_logits_last4": long_logits.tolist(),
     }
     with open(os.path.join(base, "reference.json"), "w") as f:
         json.dump(reference, f)

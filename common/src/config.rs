@@ -184,7 +184,7 @@ impl PhiConfig {
         let multiple = f.usize("pad_vocab_size_multiple")?.unwrap_or(64).max(1);
         let vocab_size = vocab.div_ceil(multiple) * multiple;
         let rotary_dim = f.usize("rotary_dim")?.unwrap_or(32);
-        if num_attention_heads == 0 || hidden_size % num_attention_heads != 0 {
+        if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
             return Err(f.error(
                 "n_head",
                 format!("{num_attention_heads} does not divide n_embd {hidden_size}"),
@@ -241,7 +241,7 @@ impl PhiConfig {
                 return err(field, "must be at least 1".into());
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return err(
                 "num_attention_heads",
                 format!(
@@ -250,7 +250,10 @@ impl PhiConfig {
                 ),
             );
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return err(
                 "num_key_value_heads",
                 format!(
@@ -265,7 +268,7 @@ impl PhiConfig {
                 format!("{} is not in (0, 1]", self.partial_rotary_factor),
             );
         }
-        if self.rotary_dim() % 2 != 0 || self.rotary_dim() == 0 {
+        if !self.rotary_dim().is_multiple_of(2) || self.rotary_dim() == 0 {
             return err(
                 "partial_rotary_factor",
                 format!(

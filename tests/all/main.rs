@@ -1,1 +1,10 @@
+//! phi-zoo's integration tests, in one binary (one link) with a module per concern.
 
+mod bad_input;
+mod example;
+mod export;
+mod fixtures;
+mod golden;
+#[cfg(feature = "hub")]
+mod hub;
+mod parity;

@@ -31,7 +31,7 @@ pub fn save_hf<B: Backend>(
 
     let weights = dir.join("model.safetensors");
     write_atomically(&weights, |out| {
-        let (header, _) = safetensors_header(&params, dtype);
+        let header = safetensors_header(&params, dtype);
         out.write_all(&(header.len() as u64).to_le_bytes())?;
         out.write_all(&header)?;
         let mut bytes = Vec::new();
@@ -59,8 +59,8 @@ pub fn save_hf<B: Backend>(
 }
 
 /// The safetensors header for `params` stored back to back in order, padded with spaces to a
-/// multiple of 8 bytes as the format recommends; also returns the data section's size.
-fn safetensors_header(params: &[HfParam], dtype: StoredDType) -> (Vec<u8>, usize) {
+/// multiple of 8 bytes as the format recommends.
+fn safetensors_header(params: &[HfParam], dtype: StoredDType) -> Vec<u8> {
     let mut header = Map::new();
     header.insert("__metadata__".into(), json!({"format": "pt"}));
     let mut offset = 0;
@@ -77,10 +77,10 @@ fn safetensors_header(params: &[HfParam], dtype: StoredDType) -> (Vec<u8>, usize
         offset += size;
     }
     let mut bytes = serde_json::to_vec(&Value::Object(header)).expect("a JSON value serialises");
-    while bytes.len() % 8 != 0 {
+    while !bytes.len().is_multiple_of(8) {
         bytes.push(b' ');
     }
-    (bytes, offset)
+    bytes
 }
 
 /// A parameter's values in transformers' layout (`[out, in]` for linear weights).

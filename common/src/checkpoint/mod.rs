@@ -86,10 +86,13 @@ impl Checkpoint {
     /// Opens weights (a folder or a single file) described by `config`.
     pub fn open_with_config(path: impl AsRef<Path>, config: PhiConfig) -> Result<Self> {
         let path = path.as_ref();
-        let (paths, index) = if path.is_dir() {
+        let weight_file::WeightFiles { paths, index } = if path.is_dir() {
             weight_file::discover(path)?
         } else if path.is_file() {
-            (vec![path.to_owned()], None)
+            weight_file::WeightFiles {
+                paths: vec![path.to_owned()],
+                index: None,
+            }
         } else {
             return Err(PhiError::io(
                 path,
@@ -159,7 +162,9 @@ impl Checkpoint {
                 continue;
             };
             match keys.get(&location.key) {
-                None => missing.push(location.key.clone()),
+                // A fused Wqkv holds three parameters: name it once.
+                None if !missing.contains(&location.key) => missing.push(location.key.clone()),
+                None => {}
                 Some((_, found)) => {
                     claimed.insert(location.key.clone());
                     if *found != location.stored_shape {

@@ -56,11 +56,17 @@ impl WeightFile {
     }
 }
 
+/// A model folder's weight files.
+pub struct WeightFiles {
+    pub paths: Vec<PathBuf>,
+    /// For sharded checkpoints, the index's key → file map, to check the shards against.
+    pub index: Option<Vec<(String, PathBuf)>>,
+}
+
 /// The weight files of a model folder, in the order transformers prefers them: a sharded
 /// safetensors index, a single safetensors file, a sharded `.bin` index, a single `.bin`.
-/// Failing those, every `*.safetensors` file, else every `*.bin` file. Returns the files and,
-/// for sharded checkpoints, the index's key → file map to check against.
-pub fn discover(dir: &Path) -> Result<(Vec<PathBuf>, Option<Vec<(String, PathBuf)>>)> {
+/// Failing those, every `*.safetensors` file, else every `*.bin` file.
+pub fn discover(dir: &Path) -> Result<WeightFiles> {
     for index in [
         "model.safetensors.index.json",
         "pytorch_model.bin.index.json",
@@ -75,11 +81,17 @@ pub fn discover(dir: &Path) -> Result<(Vec<PathBuf>, Option<Vec<(String, PathBuf
                 }
             }
             files.sort();
-            return Ok((files, Some(map)));
+            return Ok(WeightFiles {
+                paths: files,
+                index: Some(map),
+            });
         }
         let single = dir.join(index.trim_end_matches(".index.json"));
         if single.is_file() {
-            return Ok((vec![single], None));
+            return Ok(WeightFiles {
+                paths: vec![single],
+                index: None,
+            });
         }
     }
     for ext in ["safetensors", "bin"] {
@@ -90,7 +102,10 @@ pub fn discover(dir: &Path) -> Result<(Vec<PathBuf>, Option<Vec<(String, PathBuf
             .collect();
         if !found.is_empty() {
             found.sort();
-            return Ok((found, None));
+            return Ok(WeightFiles {
+                paths: found,
+                index: None,
+            });
         }
     }
     Err(PhiError::weights(

@@ -1,0 +1,90 @@
+//! `examples/logits` end to end: the binary cargo test builds beside this one, on every fixture.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::fixtures::{FIXTURES, Reference, TOLERANCE, layout_dir, max_abs_diff};
+
+fn example_binary() -> PathBuf {
+    // tests run from target/<profile>/deps/; cargo test builds examples into target/<profile>/examples/.
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = deps
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(format!("logits{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the whole suite with `cargo test` so examples are built",
+        path.display()
+    );
+    path
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(example_binary()).args(args).output().unwrap()
+}
+
+#[test]
+fn logits_example_matches_transformers_on_every_layout() {
+    for fixture in FIXTURES {
+        let reference = Reference::load(fixture);
+        let ids: Vec<String> = reference
+            .ids
+            .iter()
+            .map(|row| row.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+            .collect();
+        let ids = ids.join(";");
+        for layout in &reference.layouts {
+            let dir = layout_dir(fixture, layout);
+            let out = run(&["--model", dir.to_str().unwrap(), "--ids", &ids]);
+            assert!(
+                out.status.success(),
+                "{fixture}/{layout}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let json: Value =
+                serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object");
+            let batch = json["logits"].as_array().unwrap();
+            assert_eq!(batch.len(), reference.ids.len());
+            assert_eq!(batch[0].as_array().unwrap().len(), reference.seq());
+            let values: Vec<f32> = batch
+                .iter()
+                .flat_map(|s| s.as_array().unwrap())
+                .flat_map(|p| p.as_array().unwrap())
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let d = max_abs_diff(&values, &reference.logits);
+            assert!(d <= TOLERANCE, "{fixture}/{layout}: {d}");
+        }
+    }
+}
+
+#[test]
+fn logits_example_single_id_is_three_levels_deep() {
+    let dir = layout_dir("tiny_p05", "v1");
+    let out = run(&["--model", dir.to_str().unwrap(), "--ids", "7"]);
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let logits = json["logits"].as_array().unwrap();
+    assert_eq!(logits.len(), 1);
+    assert_eq!(logits[0].as_array().unwrap().len(), 1);
+    assert_eq!(logits[0][0].as_array().unwrap().len(), 96);
+}
+
+#[test]
+fn logits_example_reports_bad_input_on_stderr() {
+    let dir = layout_dir("tiny_p05", "v3");
+    for ids in ["1,2;3", "1,x", "1,4000"] {
+        let out = run(&["--model", dir.to_str().unwrap(), "--ids", ids]);
+        assert!(!out.status.success(), "{ids}");
+        assert!(out.stdout.is_empty(), "{ids}: nothing on stdout");
+        assert!(!out.stderr.is_empty(), "{ids}: a message on stderr");
+    }
+}
