@@ -49,6 +49,32 @@ pub enum ConfigDialect {
     Microsoft,
 }
 
+/// transformers' `PhiConfig` defaults, which are the 1.3B Phi-1 / Phi-1.5 shape; config.json
+/// fields that are absent take these values. The one departure: special token ids default to
+/// unset rather than transformers' 1 and 2, which are not Phi's (PHI_SPEC §2).
+impl Default for PhiConfig {
+    fn default() -> Self {
+        PhiConfig {
+            vocab_size: 51200,
+            hidden_size: 2048,
+            intermediate_size: 8192,
+            num_hidden_layers: 24,
+            num_attention_heads: 32,
+            num_key_value_heads: 32,
+            partial_rotary_factor: 0.5,
+            rope_theta: 10000.0,
+            max_position_embeddings: 2048,
+            layer_norm_eps: 1e-5,
+            qk_layernorm: false,
+            resid_pdrop: 0.0,
+            embd_pdrop: 0.0,
+            attention_dropout: 0.0,
+            bos_token_id: None,
+            eos_token_id: None,
+        }
+    }
+}
+
 impl PhiConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
@@ -125,10 +151,12 @@ impl PhiConfig {
     }
 
     fn from_transformers(f: &Fields) -> Result<Self> {
+        let defaults = PhiConfig::default();
         let hidden_size = f.required_usize("hidden_size")?;
         let num_attention_heads = f.required_usize("num_attention_heads")?;
-        let mut partial_rotary_factor = f.f64_or("partial_rotary_factor", 0.5)?;
-        let mut rope_theta = f.f64_or("rope_theta", 10000.0)?;
+        let mut partial_rotary_factor =
+            f.f64_or("partial_rotary_factor", defaults.partial_rotary_factor)?;
+        let mut rope_theta = f.f64_or("rope_theta", defaults.rope_theta)?;
         if let Some(scaling) = f.object("rope_scaling")? {
             f.check_rope_type(&scaling, "rope_scaling")?;
         }
@@ -165,12 +193,14 @@ impl PhiConfig {
                 .unwrap_or(num_attention_heads),
             partial_rotary_factor,
             rope_theta,
-            max_position_embeddings: f.usize("max_position_embeddings")?.unwrap_or(2048),
-            layer_norm_eps: f.f64_or("layer_norm_eps", 1e-5)?,
-            qk_layernorm: f.bool_or("qk_layernorm", false)?,
-            resid_pdrop: f.f64_or("resid_pdrop", 0.0)?,
-            embd_pdrop: f.f64_or("embd_pdrop", 0.0)?,
-            attention_dropout: f.f64_or("attention_dropout", 0.0)?,
+            max_position_embeddings: f
+                .usize("max_position_embeddings")?
+                .unwrap_or(defaults.max_position_embeddings),
+            layer_norm_eps: f.f64_or("layer_norm_eps", defaults.layer_norm_eps)?,
+            qk_layernorm: f.bool_or("qk_layernorm", defaults.qk_layernorm)?,
+            resid_pdrop: f.f64_or("resid_pdrop", defaults.resid_pdrop)?,
+            embd_pdrop: f.f64_or("embd_pdrop", defaults.embd_pdrop)?,
+            attention_dropout: f.f64_or("attention_dropout", defaults.attention_dropout)?,
             bos_token_id: f.token_id("bos_token_id")?,
             eos_token_id: f.token_id("eos_token_id")?,
         })

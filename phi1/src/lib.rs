@@ -7,24 +7,8 @@ pub const HUB_ID: &str = "microsoft/phi-1";
 
 /// Phi-1: 24 layers, hidden 2048, 32 heads of 64 with 32 rotary channels (PHI_SPEC §2).
 pub fn phi_1() -> PhiConfig {
-    PhiConfig {
-        vocab_size: 51200,
-        hidden_size: 2048,
-        intermediate_size: 8192,
-        num_hidden_layers: 24,
-        num_attention_heads: 32,
-        num_key_value_heads: 32,
-        partial_rotary_factor: 0.5,
-        rope_theta: 10000.0,
-        max_position_embeddings: 2048,
-        layer_norm_eps: 1e-5,
-        qk_layernorm: false,
-        resid_pdrop: 0.0,
-        embd_pdrop: 0.0,
-        attention_dropout: 0.0,
-        bos_token_id: None,
-        eos_token_id: None,
-    }
+    // transformers' PhiConfig defaults are exactly this shape.
+    PhiConfig::default()
 }
 
 /// The phi-1 paper's 350M model (20 layers, hidden 1024, 16 heads). No checkpoint was published;

@@ -7,24 +7,8 @@ pub const HUB_ID: &str = "microsoft/phi-1_5";
 
 /// Phi-1.5: the shape of Phi-1 (PHI_SPEC §2); only the training data differs.
 pub fn phi_1_5() -> PhiConfig {
-    PhiConfig {
-        vocab_size: 51200,
-        hidden_size: 2048,
-        intermediate_size: 8192,
-        num_hidden_layers: 24,
-        num_attention_heads: 32,
-        num_key_value_heads: 32,
-        partial_rotary_factor: 0.5,
-        rope_theta: 10000.0,
-        max_position_embeddings: 2048,
-        layer_norm_eps: 1e-5,
-        qk_layernorm: false,
-        resid_pdrop: 0.0,
-        embd_pdrop: 0.0,
-        attention_dropout: 0.0,
-        bos_token_id: None,
-        eos_token_id: None,
-    }
+    // transformers' PhiConfig defaults are exactly this shape.
+    PhiConfig::default()
 }
 
 #[cfg(test)]

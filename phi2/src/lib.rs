@@ -9,22 +9,14 @@ pub const HUB_ID: &str = "microsoft/phi-2";
 /// residual dropout 0.1, and `<|endoftext|>` (50256) as BOS and EOS (PHI_SPEC §2).
 pub fn phi_2() -> PhiConfig {
     PhiConfig {
-        vocab_size: 51200,
         hidden_size: 2560,
         intermediate_size: 10240,
         num_hidden_layers: 32,
-        num_attention_heads: 32,
-        num_key_value_heads: 32,
         partial_rotary_factor: 0.4,
-        rope_theta: 10000.0,
-        max_position_embeddings: 2048,
-        layer_norm_eps: 1e-5,
-        qk_layernorm: false,
         resid_pdrop: 0.1,
-        embd_pdrop: 0.0,
-        attention_dropout: 0.0,
         bos_token_id: Some(50256),
         eos_token_id: Some(50256),
+        ..PhiConfig::default()
     }
 }
 
