@@ -5,7 +5,7 @@ Each fixture is a `PhiForCausalLM` from Hugging Face transformers (eager attenti
 with weights drawn far wider than the usual 0.02 so that a wrong rotary convention, GELU, bias or
 key mapping shows up in the logits. It is written in the checkpoint layouts phi-zoo reads
 (PHI_SPEC §3): V3 (current hub names), V2 "phi-msft" and V1 "MixFormerSequential" (fused Wqkv),
-as single safetensors, sharded safetensors with an index, or PyTorch `.bin`, each with a
+as single or sharded safetensors, or single or sharded PyTorch `.bin`, each with a
 config.json in the matching dialect (flat hub, nested transformers-5 `rope_parameters`, or the
 old msft/MixFormer names). `reference.json` holds the input ids, logits and final hidden states.
 
@@ -43,7 +43,7 @@ FIXTURES = {
         [
             ("v3", "v3", "safetensors", "nested"),
             ("v3_bin", "v3", "bin", "flat"),
-            ("v2", "v2", "bin", "msft"),
+            ("v2", "v2", "bin_sharded", "msft"),
             ("v1", "v1", "safetensors", "mixformer"),
         ],
     ),
@@ -70,7 +70,7 @@ ALL_LAYOUTS = [
     ("v3_sharded", "v3", "sharded", "flat"),
     ("v3_bin", "v3", "bin", "nested"),
     ("v2", "v2", "safetensors", "msft"),
-    ("v2_bin", "v2", "bin", "msft"),
+    ("v2_bin", "v2", "bin_sharded", "msft"),
     ("v1", "v1", "bin", "mixformer"),
     ("v1_safetensors", "v1", "safetensors", "mixformer"),
 ]
@@ -206,17 +206,23 @@ def write_weights(state, folder, fmt):
         save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     elif fmt == "bin":
         torch.save(state, os.path.join(folder, "pytorch_model.bin"))
-    elif fmt == "sharded":
+    elif fmt in ("sharded", "bin_sharded"):
+        # Two shards and an index, named as transformers' save_pretrained names them.
         keys = list(state)
         half = len(keys) // 2
         shards = [keys[:half], keys[half:]]
+        stem, ext = ("model", "safetensors") if fmt == "sharded" else ("pytorch_model", "bin")
         weight_map = {}
         for n, shard_keys in enumerate(shards, start=1):
-            name = f"model-{n:05d}-of-{len(shards):05d}.safetensors"
-            save_file({k: state[k] for k in shard_keys}, os.path.join(folder, name), metadata={"format": "pt"})
+            name = f"{stem}-{n:05d}-of-{len(shards):05d}.{ext}"
+            shard = {k: state[k] for k in shard_keys}
+            if fmt == "sharded":
+                save_file(shard, os.path.join(folder, name), metadata={"format": "pt"})
+            else:
+                torch.save(shard, os.path.join(folder, name))
             weight_map.update({k: name for k in shard_keys})
         total = sum(v.numel() * v.element_size() for v in state.values())
-        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        with open(os.path.join(folder, f"{stem}.{ext}.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     else:
         raise ValueError(fmt)
