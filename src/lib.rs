@@ -14,8 +14,8 @@
 pub use phi_zoo_common as common;
 pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
 pub use phi_zoo_common::{
-    Checkpoint, ConfigDialect, KeyLayout, ParamSource, Phi, PhiConfig, PhiError, Result,
-    ShapeMismatch,
+    Checkpoint, ConfigDialect, Generated, GenerationConfig, KeyLayout, KvCache, ParamSource, Phi,
+    PhiConfig, PhiError, Result, Sampling, ShapeMismatch, StopReason, TokenPicker, generate,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;

@@ -76,6 +76,7 @@ ALL_LAYOUTS = [
 ]
 
 MAX_POSITIONS = 64
+GREEDY_NEW_TOKENS = 16
 
 
 def build_model(shape, seed):
@@ -244,6 +245,18 @@ def write_fixture(root, name, shape, layouts, seed):
         g = torch.Generator().manual_seed(seed + 2000)
         long_ids = torch.randint(0, shape["vocab"], (1, MAX_POSITIONS), generator=g)
         long_logits = model(input_ids=long_ids).logits[:, -4:]
+        # Greedy continuations, one prompt at a time (the configs have no EOS: no early stop).
+        greedy = []
+        for row in ids:
+            prompt = row[None, :]
+            generated = model.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=False,
+                max_new_tokens=GREEDY_NEW_TOKENS,
+                pad_token_id=0,
+            )
+            greedy.append(generated[0, prompt.shape[1]:].tolist())
     assert torch.allclose(out.hidden_states[-1], hidden)
     base = os.path.join(root, name)
     shutil.rmtree(base, ignore_errors=True)
@@ -264,6 +277,7 @@ def write_fixture(root, name, shape, layouts, seed):
         "hidden": hidden.tolist(),
         "long_input_ids": long_ids.tolist(),
         "long_logits_last4": long_logits.tolist(),
+        "greedy_new_tokens": greedy,
     }
     with open(os.path.join(base, "reference.json"), "w") as f:
         json.dump(reference, f)

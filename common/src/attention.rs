@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::activation::softmax;
 
+use crate::cache::LayerCache;
 use crate::rotary::PartialRotary;
 
 #[derive(Module, Debug)]
@@ -25,11 +26,14 @@ pub struct PhiAttention<B: Backend> {
 
 impl<B: Backend> PhiAttention<B> {
     /// `x: [batch, seq, hidden]` whose first row sits at position `start` → `[batch, seq, hidden]`.
+    /// With a cache, the new keys and values are stored at `start..` and attention covers every
+    /// position so far; without one, `start` is 0.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rotary: &PartialRotary<B>,
         start: usize,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let heads =
@@ -42,7 +46,14 @@ impl<B: Backend> PhiAttention<B> {
             k = kn.forward(k);
         }
         let q = rotary.apply(q, start);
-        let k = self.repeat_kv(rotary.apply(k, start));
+        // The cache stores keys after rotary (PHI_SPEC §1.3).
+        let k = rotary.apply(k, start);
+        let (k, v) = match cache {
+            Some(cache) => cache.append(start, k, v),
+            None => (k, v),
+        };
+        let keys = k.dims()[2];
+        let k = self.repeat_kv(k);
         let v = self.repeat_kv(v);
 
         // phi-2 overflows f16 in q·kᵀ: scores, mask and softmax run in f32 on every backend.
@@ -53,9 +64,9 @@ impl<B: Backend> PhiAttention<B> {
             .matmul(k.cast(FloatDType::F32).swap_dims(2, 3))
             .mul_scalar(scale);
         if seq > 1 {
-            let keys = start + seq;
-            let future =
-                Tensor::<B, 2, Bool>::tril_mask([seq, keys], start as i64, &scores.device());
+            // Bottom-right aligned: query i, at position keys - seq + i, sees keys up to there.
+            let offset = (keys - seq) as i64;
+            let future = Tensor::<B, 2, Bool>::tril_mask([seq, keys], offset, &scores.device());
             scores = scores.mask_fill(future.reshape([1, 1, seq, keys]), f32::NEG_INFINITY);
         }
         let probs = self

@@ -5,6 +5,7 @@ use burn::nn::{Dropout, LayerNorm};
 use burn::prelude::*;
 
 use crate::attention::PhiAttention;
+use crate::cache::LayerCache;
 use crate::mlp::PhiMlp;
 use crate::rotary::PartialRotary;
 
@@ -22,9 +23,10 @@ impl<B: Backend> PhiDecoderLayer<B> {
         h: Tensor<B, 3>,
         rotary: &PartialRotary<B>,
         start: usize,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let x = self.input_layernorm.forward(h.clone());
-        let attn = self.self_attn.forward(x.clone(), rotary, start);
+        let attn = self.self_attn.forward(x.clone(), rotary, start, cache);
         let mlp = self.mlp.forward(x);
         h + self.resid_dropout.forward(attn) + self.resid_dropout.forward(mlp)
     }

@@ -3,16 +3,22 @@
 
 pub mod attention;
 pub mod block;
+pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod generation;
 pub mod init;
 pub mod mlp;
 pub mod model;
 pub mod params;
 pub mod rotary;
+pub mod sampling;
 
+pub use cache::KvCache;
 pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::{ConfigDialect, PhiConfig};
 pub use error::{PhiError, Result, ShapeMismatch};
+pub use generation::{Generated, GenerationConfig, StopReason, generate};
 pub use model::{ParamSource, Phi, PhiModel};
+pub use sampling::{Sampling, TokenPicker};

@@ -10,6 +10,7 @@ use burn::tensor::FloatDType;
 
 use crate::attention::PhiAttention;
 use crate::block::PhiDecoderLayer;
+use crate::cache::KvCache;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
 use crate::mlp::PhiMlp;
@@ -127,14 +128,84 @@ impl<B: Backend> Phi<B> {
     pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
         let [_, seq] = input_ids.dims();
         self.check_positions(0, seq)?;
+        Ok(self.body(input_ids, 0, None))
+    }
+
+    /// Logits for new positions `cache.len()..` given everything the cache holds, then records
+    /// them in the cache. Feeding a prompt in several pieces gives the logits of one full forward.
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        let hidden = self.hidden_cached(input_ids, cache)?;
+        Ok(self.lm_head.forward(hidden).cast(FloatDType::F32))
+    }
+
+    /// Like `forward_cached`, but only the last position's logits, `[batch, vocab]`: what a
+    /// generation step needs, without the LM head over the whole prompt.
+    pub fn forward_cached_last(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let hidden = self.hidden_cached(input_ids, cache)?;
+        let [batch, seq, width] = hidden.dims();
+        let last = hidden.narrow(1, seq - 1, 1).reshape([batch, width]);
+        Ok(self.lm_head.forward(last).cast(FloatDType::F32))
+    }
+
+    fn hidden_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 3>> {
+        let [batch, seq] = input_ids.dims();
+        if batch != cache.batch() {
+            return Err(PhiError::Input(format!(
+                "{batch} sequences given to a cache made for {}",
+                cache.batch()
+            )));
+        }
+        let start = cache.len();
+        if seq == 0 {
+            return Err(PhiError::Input("no tokens to feed".into()));
+        }
+        if start + seq > cache.capacity() {
+            return Err(PhiError::Input(format!(
+                "{} positions requested but the cache holds {}",
+                start + seq,
+                cache.capacity()
+            )));
+        }
+        self.check_positions(start, seq)?;
+        let hidden = self.body(input_ids, start, Some(cache));
+        cache.advance(seq);
+        Ok(hidden)
+    }
+
+    /// A cache for `batch` sequences of up to `capacity` positions (at most the context length).
+    pub fn new_cache(&self, batch: usize, capacity: usize, device: &B::Device) -> KvCache<B> {
+        let capacity = capacity.min(self.config.max_position_embeddings);
+        KvCache::new(&self.config, batch, capacity, device)
+    }
+
+    /// embedding → blocks → final LayerNorm, for rows starting at position `start`.
+    fn body(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        start: usize,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let body = &self.model;
         let mut h = body
             .embed_dropout
             .forward(body.embed_tokens.forward(input_ids));
-        for layer in &body.layers {
-            h = layer.forward(h, &body.rotary, 0);
+        for (i, layer) in body.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            h = layer.forward(h, &body.rotary, start, layer_cache);
         }
-        Ok(body.final_layernorm.forward(h))
+        body.final_layernorm.forward(h)
     }
 
     /// Logits for host-side token rows, checking what a tensor cannot: every row has the same

@@ -31,6 +31,8 @@ pub struct Reference {
     /// One row as long as the context, and the logits of its last four positions.
     pub long_ids: Vec<Vec<u32>>,
     pub long_last4: Vec<f32>,
+    /// transformers' greedy continuation of each row of `ids`.
+    pub greedy: Vec<Vec<u32>>,
 }
 
 fn flatten(value: &Value, out: &mut Vec<f32>) {
@@ -60,6 +62,7 @@ impl Reference {
             vocab,
             long_ids: serde_json::from_value(value["long_input_ids"].clone()).unwrap(),
             long_last4,
+            greedy: serde_json::from_value(value["greedy_new_tokens"].clone()).unwrap(),
         }
     }
 

@@ -1,0 +1,103 @@
+//! The KV cache: keys (after rotary) and values of past positions, per layer, preallocated to a
+//! fixed capacity and written in place, so decoding allocates nothing per token.
+
+use burn::prelude::*;
+
+use crate::config::PhiConfig;
+
+/// One layer's keys and values, `[batch, kv_heads, capacity, head_dim]` each.
+#[derive(Debug)]
+pub struct LayerCache<B: Backend> {
+    // Held in `Option` so `append` can take the tensors by value: burn writes in place only when
+    // the handle it is given is the only one.
+    keys: Option<Tensor<B, 4>>,
+    values: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> LayerCache<B> {
+    /// Writes `k`, `v` (`[batch, kv_heads, seq, head_dim]`) at positions `start..start + seq` and
+    /// returns every position so far, `0..start + seq`.
+    pub fn append(
+        &mut self,
+        start: usize,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        (
+            Self::write(&mut self.keys, start, k),
+            Self::write(&mut self.values, start, v),
+        )
+    }
+
+    fn write(slot: &mut Option<Tensor<B, 4>>, start: usize, new: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [batch, heads, seq, dim] = new.dims();
+        let stored = slot
+            .take()
+            .expect("a layer cache always holds its tensors between calls")
+            .slice_assign([0..batch, 0..heads, start..start + seq, 0..dim], new);
+        let so_far = stored
+            .clone()
+            .slice([0..batch, 0..heads, 0..start + seq, 0..dim]);
+        *slot = Some(stored);
+        so_far
+    }
+}
+
+/// Every layer's cache plus how many positions are filled.
+#[derive(Debug)]
+pub struct KvCache<B: Backend> {
+    pub(crate) layers: Vec<LayerCache<B>>,
+    len: usize,
+    capacity: usize,
+    batch: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `batch` sequences of up to `capacity` positions.
+    pub fn new(config: &PhiConfig, batch: usize, capacity: usize, device: &B::Device) -> Self {
+        let shape = [
+            batch,
+            config.num_key_value_heads,
+            capacity,
+            config.head_dim(),
+        ];
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| LayerCache {
+                keys: Some(Tensor::zeros(shape, device)),
+                values: Some(Tensor::zeros(shape, device)),
+            })
+            .collect();
+        Self {
+            layers,
+            len: 0,
+            capacity,
+            batch,
+        }
+    }
+
+    /// Positions filled so far; the next token sits at this position.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Forgets every position (the memory is kept for the next sequence).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub(crate) fn advance(&mut self, positions: usize) {
+        self.len += positions;
+    }
+}

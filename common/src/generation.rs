@@ -1,0 +1,117 @@
+//! Text generation, one sequence at a time, with the KV cache: prefill the prompt once, then one
+//! cached step per new token. Token choice is `TokenPicker`'s; stopping is EOS, the token budget,
+//! the context length, or the caller's callback (how stop strings and streaming plug in).
+
+use std::ops::ControlFlow;
+
+use burn::prelude::*;
+
+use crate::error::{PhiError, Result};
+use crate::model::Phi;
+use crate::sampling::{Sampling, TokenPicker};
+
+/// What to generate and how.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    /// `None`: greedy decoding.
+    pub sampling: Option<Sampling>,
+    /// 1.0 is off.
+    pub repetition_penalty: f32,
+    pub seed: u64,
+    /// Generation stops after any of these (the EOS id is kept in the output, as transformers does).
+    pub eos_token_ids: Vec<u32>,
+    /// Ids at or above this are never produced: the tokenizer's length, since Phi pads its
+    /// vocabulary from 50295 to 51200 with untrained rows (PHI_SPEC §4).
+    pub vocab_limit: Option<usize>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            sampling: None,
+            repetition_penalty: 1.0,
+            seed: 0,
+            eos_token_ids: Vec::new(),
+            vocab_limit: None,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    MaxNewTokens,
+    /// The context (`max_position_embeddings`) is full.
+    ContextFull,
+    /// The callback asked to stop.
+    Callback,
+}
+
+/// The new tokens and why generation ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generated {
+    pub ids: Vec<u32>,
+    pub stop: StopReason,
+}
+
+/// Generates a continuation of `prompt`. `on_token` sees each new id as soon as it is chosen and
+/// may end generation by returning `ControlFlow::Break`.
+pub fn generate<B: Backend>(
+    model: &Phi<B>,
+    prompt: &[u32],
+    config: &GenerationConfig,
+    device: &B::Device,
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generated> {
+    let mut picker = TokenPicker::new(
+        config.sampling.clone(),
+        config.repetition_penalty,
+        config.vocab_limit,
+        config.seed,
+    );
+    picker.validate().map_err(PhiError::Input)?;
+    let context = model.config().max_position_embeddings;
+    if prompt.is_empty() {
+        return Err(PhiError::Input(
+            "the prompt is empty: give at least one token".into(),
+        ));
+    }
+    if prompt.len() > context {
+        return Err(PhiError::Input(format!(
+            "the prompt has {} tokens but the model's context is {context}",
+            prompt.len()
+        )));
+    }
+    let capacity = (prompt.len() + config.max_new_tokens).min(context);
+    let mut cache = model.new_cache(1, capacity, device);
+    let mut history = prompt.to_vec();
+    let mut ids = Vec::new();
+    let mut input = model.ids_tensor(&[prompt.to_vec()], device)?;
+    let stop = loop {
+        if ids.len() == config.max_new_tokens {
+            break StopReason::MaxNewTokens;
+        }
+        let mut logits: Vec<f32> = model
+            .forward_cached_last(input, &mut cache)?
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        let token = picker.pick(&mut logits, &history);
+        ids.push(token);
+        history.push(token);
+        if on_token(token).is_break() {
+            break StopReason::Callback;
+        }
+        if config.eos_token_ids.contains(&token) {
+            break StopReason::Eos;
+        }
+        if cache.len() == context {
+            break StopReason::ContextFull;
+        }
+        input = model.ids_tensor(&[vec![token]], device)?;
+    };
+    Ok(Generated { ids, stop })
+}
