@@ -14,6 +14,8 @@ pub mod model;
 pub mod params;
 pub mod rotary;
 pub mod sampling;
+pub mod streaming;
+pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use checkpoint::{Checkpoint, KeyLayout};
@@ -22,3 +24,5 @@ pub use error::{PhiError, Result, ShapeMismatch};
 pub use generation::{Generated, GenerationConfig, StopReason, generate};
 pub use model::{ParamSource, Phi, PhiModel};
 pub use sampling::{Sampling, TokenPicker};
+pub use streaming::{StreamStep, TextStream};
+pub use tokenizer::PhiTokenizer;
