@@ -7,30 +7,16 @@
 //! rows of equal length. stdout gets exactly `{"logits": [[[f32; vocab]; seq]; batch]}`; logs go
 //! to stderr.
 //!
-//! `--backend cpu|wgpu|cuda` (the GPU ones need `--features wgpu` / `cuda`) and
+//! `--backend flex|wgpu|cuda` (the GPU ones need `--features wgpu` / `cuda`) and
 //! `--dtype f32|f16|bf16` pick where and in what float type the model runs; logits are f32 always.
 
 use std::io::Write;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::prelude::Backend;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use phi_zoo::Checkpoint;
-use phi_zoo::backend::Cpu;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendName {
-    Cpu,
-    Wgpu,
-    Cuda,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum FloatType {
-    F32,
-    F16,
-    Bf16,
-}
+use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
 
 #[derive(Parser)]
 #[command(about = "Print a Phi model's logits for given token ids as JSON")]
@@ -44,9 +30,11 @@ struct Args {
     /// Token ids: commas within a row, `;` between rows, e.g. "1,2,3;4,5,6".
     #[arg(long)]
     ids: String,
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// flex (cpu), wgpu or cuda.
+    #[arg(long, default_value = "flex")]
     backend: BackendName,
-    #[arg(long, value_enum, default_value = "f32")]
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
     dtype: FloatType,
 }
 
@@ -65,6 +53,26 @@ fn parse_ids(text: &str) -> Result<Vec<Vec<u32>>> {
         .collect()
 }
 
+/// Loads the model on the chosen backend and returns `[batch][seq][vocab]` logits.
+struct Logits<'a> {
+    checkpoint: &'a Checkpoint,
+    rows: &'a [Vec<u32>],
+}
+
+impl BackendJob for Logits<'_> {
+    type Output = Result<Vec<Vec<Vec<f32>>>>;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let model = self.checkpoint.load::<B>(&device)?;
+        let logits = model.forward_ids(self.rows, &device)?;
+        let [_, seq, vocab] = logits.dims();
+        let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
+        Ok(values
+            .chunks(seq * vocab)
+            .map(|row| row.chunks(vocab).map(<[f32]>::to_vec).collect())
+            .collect())
+    }
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let rows = parse_ids(&args.ids)?;
@@ -77,66 +85,16 @@ fn main() -> Result<()> {
         args.backend,
         args.dtype
     );
-    let logits = match (args.backend, args.dtype) {
-        (BackendName::Cpu, dtype) => {
-            let device = Default::default();
-            let float = match dtype {
-                FloatType::F32 => burn::tensor::FloatDType::F32,
-                FloatType::F16 => burn::tensor::FloatDType::F16,
-                FloatType::Bf16 => burn::tensor::FloatDType::BF16,
-            };
-            // Flex computes in f16/bf16 only through the device's default dtype.
-            burn::tensor::set_default_dtypes::<Cpu>(&device, float, burn::tensor::IntDType::I32)
-                .map_err(|e| anyhow::anyhow!("cannot set the CPU float type: {e:?}"))?;
-            logits_on::<Cpu>(&checkpoint, &rows, device)?
-        }
-        #[cfg(feature = "cuda")]
-        (BackendName::Cuda, FloatType::F32) => {
-            logits_on::<phi_zoo::backend::Cuda>(&checkpoint, &rows, Default::default())?
-        }
-        #[cfg(feature = "cuda")]
-        (BackendName::Cuda, FloatType::F16) => {
-            logits_on::<phi_zoo::backend::CudaF16>(&checkpoint, &rows, Default::default())?
-        }
-        #[cfg(feature = "cuda")]
-        (BackendName::Cuda, FloatType::Bf16) => {
-            logits_on::<phi_zoo::backend::CudaBf16>(&checkpoint, &rows, Default::default())?
-        }
-        #[cfg(feature = "wgpu")]
-        (BackendName::Wgpu, FloatType::F32) => {
-            logits_on::<phi_zoo::backend::Wgpu>(&checkpoint, &rows, Default::default())?
-        }
-        #[cfg(feature = "wgpu")]
-        (BackendName::Wgpu, FloatType::F16) => {
-            logits_on::<phi_zoo::backend::WgpuF16>(&checkpoint, &rows, Default::default())?
-        }
-        #[cfg(feature = "wgpu")]
-        (BackendName::Wgpu, FloatType::Bf16) => {
-            bail!("wgpu has no bf16 arithmetic: use f32 or f16")
-        }
-        #[allow(unreachable_patterns)]
-        (backend, _) => {
-            bail!("the {backend:?} backend is not compiled in: rebuild with --features {backend:?}")
-        }
-    };
+    let logits = run_on(
+        args.backend,
+        args.dtype,
+        Logits {
+            checkpoint: &checkpoint,
+            rows: &rows,
+        },
+    )??;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer(&mut out, &serde_json::json!({ "logits": logits }))?;
     writeln!(out)?;
     Ok(())
-}
-
-/// Loads the model on backend `B` and returns `[batch][seq][vocab]` logits.
-fn logits_on<B: Backend>(
-    checkpoint: &Checkpoint,
-    rows: &[Vec<u32>],
-    device: B::Device,
-) -> Result<Vec<Vec<Vec<f32>>>> {
-    let model = checkpoint.load::<B>(&device)?;
-    let logits = model.forward_ids(rows, &device)?;
-    let [_, seq, vocab] = logits.dims();
-    let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
-    Ok(values
-        .chunks(seq * vocab)
-        .map(|row| row.chunks(vocab).map(<[f32]>::to_vec).collect())
-        .collect())
 }

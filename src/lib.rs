@@ -14,8 +14,9 @@
 pub use phi_zoo_common as common;
 pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
 pub use phi_zoo_common::{
-    Checkpoint, ConfigDialect, Generated, GenerationConfig, KeyLayout, KvCache, ParamSource, Phi,
-    PhiConfig, PhiError, Result, Sampling, ShapeMismatch, StopReason, TokenPicker, generate,
+    Checkpoint, ConfigDialect, Generated, GeneratedText, GenerationConfig, KeyLayout, KvCache,
+    ParamSource, Phi, PhiConfig, PhiError, PhiTokenizer, Result, Sampling, ShapeMismatch,
+    StopReason, TextStream, TokenPicker, generate, generate_text,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;
@@ -25,27 +26,7 @@ pub use phi_zoo_phi2 as phi2;
 #[cfg(feature = "hub")]
 pub use phi_zoo_common::checkpoint::{HubOptions, resolve_hub};
 
-/// The backends this build was compiled with.
-pub mod backend {
-    /// burn's pure-Rust CPU backend (SIMD, multi-threaded), f32.
-    #[cfg(feature = "flex")]
-    pub type Cpu = burn::backend::Flex;
-    /// wgpu (Vulkan, Metal, DX12), f32.
-    #[cfg(feature = "wgpu")]
-    pub type Wgpu = burn::backend::Wgpu;
-    /// wgpu in f16 (the adapter must support `SHADER_F16`).
-    #[cfg(feature = "wgpu")]
-    pub type WgpuF16 = burn::backend::Wgpu<burn::tensor::f16>;
-    /// CUDA, f32.
-    #[cfg(feature = "cuda")]
-    pub type Cuda = burn::backend::Cuda;
-    /// CUDA in f16.
-    #[cfg(feature = "cuda")]
-    pub type CudaF16 = burn::backend::Cuda<burn::tensor::f16>;
-    /// CUDA in bf16.
-    #[cfg(feature = "cuda")]
-    pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
-}
+pub mod backend;
 
 /// Named configs by the names people use for them.
 pub fn named_config(name: &str) -> Option<PhiConfig> {

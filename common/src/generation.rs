@@ -6,9 +6,12 @@ use std::ops::ControlFlow;
 
 use burn::prelude::*;
 
+use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
 use crate::model::Phi;
 use crate::sampling::{Sampling, TokenPicker};
+use crate::streaming::TextStream;
+use crate::tokenizer::PhiTokenizer;
 
 /// What to generate and how.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +42,22 @@ impl Default for GenerationConfig {
     }
 }
 
+impl GenerationConfig {
+    /// Defaults for a model: EOS from its config, else `<|endoftext|>` from the tokenizer (Phi-1
+    /// and Phi-1.5 configs say null, PHI_SPEC §2); padded ids masked when a tokenizer tells the
+    /// real vocabulary. Without either, generation runs to `max_new_tokens`.
+    pub fn for_model(config: &PhiConfig, tokenizer: Option<&PhiTokenizer>) -> Self {
+        let eos = config
+            .eos_token_id
+            .or_else(|| tokenizer.and_then(PhiTokenizer::eos_id));
+        Self {
+            eos_token_ids: eos.into_iter().collect(),
+            vocab_limit: tokenizer.map(PhiTokenizer::len),
+            ..Self::default()
+        }
+    }
+}
+
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -48,6 +67,8 @@ pub enum StopReason {
     ContextFull,
     /// The callback asked to stop.
     Callback,
+    /// A stop string appeared in the text.
+    StopString,
 }
 
 /// The new tokens and why generation ended.
@@ -114,4 +135,60 @@ pub fn generate<B: Backend>(
         input = model.ids_tensor(&[vec![token]], device)?;
     };
     Ok(Generated { ids, stop })
+}
+
+/// New tokens, their text (cut before a stop string), and why generation ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratedText {
+    /// Every new token, including those that formed a stop string and a final EOS.
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub stop: StopReason,
+}
+
+/// Generates from `prompt` ids and streams the text: `on_text` receives each piece as soon as it
+/// is whole UTF-8 and cannot be part of a stop string. EOS is not shown as text.
+pub fn generate_text<B: Backend>(
+    model: &Phi<B>,
+    tokenizer: &PhiTokenizer,
+    prompt: &[u32],
+    config: &GenerationConfig,
+    stop_strings: &[String],
+    device: &B::Device,
+    mut on_text: impl FnMut(&str),
+) -> Result<GeneratedText> {
+    let mut stream = TextStream::new(tokenizer, stop_strings.to_vec());
+    let mut failure = None;
+    let generated = generate(model, prompt, config, device, |token| {
+        if config.eos_token_ids.contains(&token) {
+            return ControlFlow::Continue(());
+        }
+        match stream.push(token) {
+            Ok(step) => {
+                on_text(&step.text);
+                if step.stop {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            }
+            Err(e) => {
+                failure = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let stop = match generated.stop {
+        StopReason::Callback => StopReason::StopString,
+        other => other,
+    };
+    on_text(&stream.finish()?);
+    Ok(GeneratedText {
+        ids: generated.ids,
+        text: stream.text().to_owned(),
+        stop,
+    })
 }

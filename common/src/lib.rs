@@ -21,7 +21,9 @@ pub use cache::KvCache;
 pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::{ConfigDialect, PhiConfig};
 pub use error::{PhiError, Result, ShapeMismatch};
-pub use generation::{Generated, GenerationConfig, StopReason, generate};
+pub use generation::{
+    Generated, GeneratedText, GenerationConfig, StopReason, generate, generate_text,
+};
 pub use model::{ParamSource, Phi, PhiModel};
 pub use sampling::{Sampling, TokenPicker};
 pub use streaming::{StreamStep, TextStream};

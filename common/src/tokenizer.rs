@@ -24,6 +24,11 @@ impl PhiTokenizer {
         Self { inner }
     }
 
+    /// The bundled tokenizer's length (50295), without loading it.
+    pub const fn bundled_len() -> usize {
+        50295
+    }
+
     /// Reads a tokenizer.json.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
@@ -94,7 +99,7 @@ mod tests {
     #[test]
     fn known_ids_from_the_spec() {
         let t = PhiTokenizer::bundled();
-        assert_eq!(t.len(), 50295);
+        assert_eq!(t.len(), PhiTokenizer::bundled_len());
         assert_eq!(t.eos_id(), Some(50256));
         assert_eq!(t.encode("Hello world").unwrap(), [15496, 995]);
         assert_eq!(t.encode(" the").unwrap(), [262]);

@@ -1,6 +1,6 @@
 //! `examples/logits` end to end: the binary cargo test builds beside this one, on every fixture.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -87,4 +87,79 @@ fn logits_example_reports_bad_input_on_stderr() {
         assert!(out.stdout.is_empty(), "{ids}: nothing on stdout");
         assert!(!out.stderr.is_empty(), "{ids}: a message on stderr");
     }
+}
+
+fn generate_binary() -> PathBuf {
+    example_binary().with_file_name(format!("generate{}", std::env::consts::EXE_SUFFIX))
+}
+
+#[test]
+fn generate_example_returns_transformers_greedy_ids_on_every_layout() {
+    for fixture in FIXTURES {
+        let reference = Reference::load(fixture);
+        for layout in &reference.layouts {
+            for (row, expected) in reference.ids.iter().zip(&reference.greedy) {
+                let ids: Vec<String> = row.iter().map(u32::to_string).collect();
+                let out = Command::new(generate_binary())
+                    .args(["--model", layout_dir(fixture, layout).to_str().unwrap()])
+                    .args(["--prompt-ids", &ids.join(","), "--greedy", "--json"])
+                    .args(["--max-new-tokens", &expected.len().to_string()])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{fixture}/{layout}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let json: Value =
+                    serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object");
+                let got: Vec<u32> = serde_json::from_value(json["ids"].clone()).unwrap();
+                assert_eq!(&got, expected, "{fixture}/{layout}");
+                assert!(json.get("text").is_none(), "no tokenizer, no text");
+            }
+        }
+    }
+}
+
+#[test]
+fn generate_example_streams_text_and_honours_stop_strings() {
+    // The tiny model's 96 ids are GPT-2's single printable ASCII characters, so a one-character
+    // prompt and anything it generates round-trip through the real tokenizer.
+    let dir = layout_dir("tiny_p05", "v3");
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("common/assets/tokenizer.json");
+    let run = |extra: &[&str]| {
+        let out = Command::new(generate_binary())
+            .args([
+                "--model",
+                dir.to_str().unwrap(),
+                "--tokenizer",
+                tokenizer.to_str().unwrap(),
+            ])
+            .args(["--prompt", "#", "--greedy", "--max-new-tokens", "12"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let json: Value = serde_json::from_slice(&run(&["--json"])).unwrap();
+    let text = json["text"].as_str().unwrap().to_owned();
+    assert_eq!(json["ids"].as_array().unwrap().len(), 12);
+    let streamed = String::from_utf8(run(&[])).unwrap();
+    assert_eq!(
+        streamed.trim_end_matches('\n'),
+        text,
+        "the stream is the text"
+    );
+
+    let stop = &text[4..6];
+    let cut = &text[..text.find(stop).unwrap()];
+    let json: Value = serde_json::from_slice(&run(&["--json", "--stop", stop])).unwrap();
+    assert_eq!(json["text"].as_str().unwrap(), cut);
+    let streamed = String::from_utf8(run(&["--stop", stop])).unwrap();
+    assert_eq!(streamed.trim_end_matches('\n'), cut);
 }

@@ -41,8 +41,9 @@ impl HubOptions {
 }
 
 /// Brings `model_id` at `revision` (default `main`) into the cache and returns its snapshot folder,
-/// ready for `Checkpoint::open`. Fetches config.json and the weights in the first format the repo
-/// has: sharded safetensors, safetensors, sharded `.bin`, `.bin`.
+/// ready for `Checkpoint::open`. Fetches config.json, tokenizer.json where the repo has one, and
+/// the weights in the first format the repo has: sharded safetensors, safetensors, sharded `.bin`,
+/// `.bin`.
 pub fn resolve_hub(
     model_id: &str,
     revision: Option<&str>,
@@ -77,6 +78,8 @@ pub fn resolve_hub(
     };
 
     let config = fetch("config.json")?;
+    // Optional: generation falls back to the bundled tokenizer without it.
+    let _ = fetch("tokenizer.json");
     let mut failures = Vec::new();
     for (index, single) in [
         ("model.safetensors.index.json", "model.safetensors"),

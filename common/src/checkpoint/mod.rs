@@ -35,6 +35,8 @@ use crate::params::{HfParam, Leaf, Part, hf_params};
 
 /// An opened, checked checkpoint: config, files, layout, and where each parameter lives.
 pub struct Checkpoint {
+    /// The folder the checkpoint was opened from (the weights file's folder for a single file).
+    dir: PathBuf,
     config: PhiConfig,
     layout: KeyLayout,
     files: Vec<WeightFile>,
@@ -132,7 +134,13 @@ impl Checkpoint {
             )
         })?;
         let plan = Self::plan(&config, layout, &keys, &origin)?;
+        let dir = if path.is_dir() {
+            path.to_owned()
+        } else {
+            path.parent().unwrap_or(Path::new(".")).to_owned()
+        };
         Ok(Self {
+            dir,
             config,
             layout,
             files,
@@ -200,6 +208,11 @@ impl Checkpoint {
 
     pub fn config(&self) -> &PhiConfig {
         &self.config
+    }
+
+    /// The checkpoint's folder (where a tokenizer.json would sit).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn layout(&self) -> KeyLayout {

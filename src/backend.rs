@@ -1,0 +1,127 @@
+//! The backends this build was compiled with, and choosing one (and its float type) at run time.
+
+use std::str::FromStr;
+
+use burn::prelude::Backend;
+
+use crate::PhiError;
+
+/// burn's pure-Rust CPU backend (SIMD, multi-threaded); f16/bf16 through the device's default dtype.
+#[cfg(feature = "flex")]
+pub type Cpu = burn::backend::Flex;
+/// wgpu (Vulkan, Metal, DX12), f32.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+/// wgpu in f16 (the adapter must support `SHADER_F16`).
+#[cfg(feature = "wgpu")]
+pub type WgpuF16 = burn::backend::Wgpu<burn::tensor::f16>;
+/// CUDA, f32.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+/// CUDA in f16.
+#[cfg(feature = "cuda")]
+pub type CudaF16 = burn::backend::Cuda<burn::tensor::f16>;
+/// CUDA in bf16.
+#[cfg(feature = "cuda")]
+pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
+
+/// A backend by name, as command lines give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendName {
+    /// `flex` or `cpu`.
+    Flex,
+    Wgpu,
+    Cuda,
+}
+
+impl FromStr for BackendName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "flex" | "cpu" => Ok(Self::Flex),
+            "wgpu" => Ok(Self::Wgpu),
+            "cuda" => Ok(Self::Cuda),
+            _ => Err(format!("unknown backend {s:?}: flex (or cpu), wgpu, cuda")),
+        }
+    }
+}
+
+/// The float type the model computes in (scores, softmax and logits stay f32 regardless).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloatType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FromStr for FloatType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(format!("unknown float type {s:?}: f32, f16, bf16")),
+        }
+    }
+}
+
+/// Work generic over the backend, run by `run_on` on the backend chosen at run time.
+pub trait BackendJob {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `job` on `backend` in `float`, on the backend's default device. An error if that backend
+/// was not compiled in or cannot compute in that type.
+pub fn run_on<J: BackendJob>(
+    backend: BackendName,
+    float: FloatType,
+    job: J,
+) -> Result<J::Output, PhiError> {
+    match (backend, float) {
+        #[cfg(feature = "flex")]
+        (BackendName::Flex, float) => {
+            let device = Default::default();
+            let half = match float {
+                FloatType::F32 => None,
+                FloatType::F16 => Some(burn::tensor::FloatDType::F16),
+                FloatType::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            };
+            // Flex computes in f16/bf16 only through the device's default dtype, which can be
+            // set once per process, before the first tensor.
+            if let Some(dtype) = half {
+                burn::tensor::set_default_dtypes::<Cpu>(
+                    &device,
+                    dtype,
+                    burn::tensor::IntDType::I32,
+                )
+                .map_err(|e| {
+                    PhiError::Input(format!(
+                        "cannot switch the CPU backend to {float:?} once tensors exist: {e:?}"
+                    ))
+                })?;
+            }
+            Ok(job.run::<Cpu>(device))
+        }
+        #[cfg(feature = "wgpu")]
+        (BackendName::Wgpu, FloatType::F32) => Ok(job.run::<Wgpu>(Default::default())),
+        #[cfg(feature = "wgpu")]
+        (BackendName::Wgpu, FloatType::F16) => Ok(job.run::<WgpuF16>(Default::default())),
+        #[cfg(feature = "wgpu")]
+        (BackendName::Wgpu, FloatType::Bf16) => Err(PhiError::Input(
+            "wgpu has no bf16 arithmetic: use f32 or f16".into(),
+        )),
+        #[cfg(feature = "cuda")]
+        (BackendName::Cuda, FloatType::F32) => Ok(job.run::<Cuda>(Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendName::Cuda, FloatType::F16) => Ok(job.run::<CudaF16>(Default::default())),
+        #[cfg(feature = "cuda")]
+        (BackendName::Cuda, FloatType::Bf16) => Ok(job.run::<CudaBf16>(Default::default())),
+        #[allow(unreachable_patterns)]
+        (backend, _) => Err(PhiError::Input(format!(
+            "the {backend:?} backend is not compiled in: rebuild with `--features {}`",
+            format!("{backend:?}").to_lowercase()
+        ))),
+    }
+}
