@@ -1,0 +1,169 @@
+//! Prefill and decode speed, load time and peak memory of a Phi model.
+//!
+//! cargo run --release --example bench -- [--config phi-1.5 | --model DIR] [--prompt-tokens 512]
+//!     [--new-tokens 64] [--backend flex|wgpu|cuda] [--dtype f32|f16|bf16] [--json]
+//!
+//! `--config` names a shape (phi-1, phi-1-small, phi-1.5, phi-2) run with random weights;
+//! `--model` loads a checkpoint. One untimed pass of the same shapes runs first (GPU backends
+//! compile and autotune kernels on first use). Then the prompt is prefilled in one cached forward
+//! and `--new-tokens` tokens are decoded greedily, one cached step each, with the logits read back
+//! every step as generation does. `--json` prints only
+//! `{"prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "peak_rss_bytes"}`.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use clap::Parser;
+use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
+use phi_zoo::{Checkpoint, Phi, named_config};
+
+#[derive(Parser)]
+#[command(about = "Benchmark Phi prefill and decode")]
+struct Args {
+    /// A named shape with random weights: phi-1, phi-1-small, phi-1.5, phi-2.
+    #[arg(long, default_value = "phi-1.5", conflicts_with = "model")]
+    config: String,
+    /// A checkpoint folder instead of random weights.
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long, default_value_t = 512)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// flex (cpu), wgpu or cuda.
+    #[arg(long, default_value = "flex")]
+    backend: BackendName,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: FloatType,
+    #[arg(long)]
+    json: bool,
+}
+
+struct Figures {
+    load_s: f64,
+    prefill_s: f64,
+    decode_s: f64,
+}
+
+struct Bench<'a> {
+    args: &'a Args,
+}
+
+impl BackendJob for Bench<'_> {
+    type Output = Result<Figures>;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let args = self.args;
+        let started = Instant::now();
+        let model: Phi<B> = match &args.model {
+            Some(dir) => Checkpoint::open_source(dir, None)?.load(&device)?,
+            None => {
+                let config = named_config(&args.config)
+                    .with_context(|| format!("unknown config {:?}", args.config))?;
+                Phi::new(&config, &device)
+            }
+        };
+        B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let load_s = started.elapsed().as_secs_f64();
+        let vocab = model.config().vocab_size.min(50295) as u64;
+        // Fixed pseudo-random prompt ids: the speed does not depend on them.
+        let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
+            .map(|i| ((i * 7919 + 13) % vocab) as u32)
+            .collect();
+        if args.prompt_tokens + args.new_tokens > model.config().max_position_embeddings {
+            bail!(
+                "prompt + new tokens exceed the context of {}",
+                model.config().max_position_embeddings
+            );
+        }
+        // Untimed warm-up of the same shapes (kernel compilation and autotuning on GPUs).
+        run_once(&model, &prompt, args.new_tokens.min(2), &device)?;
+        let (prefill_s, decode_s) = run_once(&model, &prompt, args.new_tokens, &device)?;
+        Ok(Figures {
+            load_s,
+            prefill_s,
+            decode_s,
+        })
+    }
+}
+
+/// Prefills `prompt`, decodes `new_tokens` greedily; returns (prefill, decode) seconds.
+fn run_once<B: Backend>(
+    model: &Phi<B>,
+    prompt: &[u32],
+    new_tokens: usize,
+    device: &B::Device,
+) -> Result<(f64, f64)> {
+    let mut cache = model.new_cache(1, prompt.len() + new_tokens, device);
+    let started = Instant::now();
+    let logits =
+        model.forward_cached_last(model.ids_tensor(&[prompt.to_vec()], device)?, &mut cache)?;
+    let mut next = argmax(logits);
+    let prefill_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for _ in 0..new_tokens {
+        let logits =
+            model.forward_cached_last(model.ids_tensor(&[vec![next]], device)?, &mut cache)?;
+        next = argmax(logits);
+    }
+    Ok((prefill_s, started.elapsed().as_secs_f64()))
+}
+
+/// Reads the logits back, as generation does every step.
+fn argmax<B: Backend>(logits: Tensor<B, 2>) -> u32 {
+    let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// The process's peak resident memory (VmHWM), where the OS reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let figures = run_on(args.backend, args.dtype, Bench { args: &args })??;
+    let prefill = args.prompt_tokens as f64 / figures.prefill_s;
+    let decode = args.new_tokens as f64 / figures.decode_s;
+    let rss = peak_rss_bytes();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "prefill_tokens_per_s": prefill,
+                "decode_tokens_per_s": decode,
+                "load_s": figures.load_s,
+                "peak_rss_bytes": rss,
+            })
+        );
+    } else {
+        let model = args.model.as_deref().unwrap_or(&args.config);
+        println!(
+            "{model} on {:?} {:?}: {} prompt tokens, {} new",
+            args.backend, args.dtype, args.prompt_tokens, args.new_tokens
+        );
+        println!("load     {:8.2} s", figures.load_s);
+        println!(
+            "prefill  {prefill:8.1} tokens/s ({:.3} s)",
+            figures.prefill_s
+        );
+        println!(
+            "decode   {decode:8.2} tokens/s ({:.2} ms/token)",
+            1000.0 * figures.decode_s / args.new_tokens as f64
+        );
+        if let Some(rss) = rss {
+            println!("peak RSS {:8.2} GB", rss as f64 / 1e9);
+        }
+    }
+    Ok(())
+}
