@@ -8,7 +8,8 @@
 //! compile and autotune kernels on first use). Then the prompt is prefilled in one cached forward
 //! and `--new-tokens` tokens are decoded greedily, one cached step each, with the logits read back
 //! every step as generation does. `--json` prints only
-//! `{"prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "peak_rss_bytes"}`.
+//! `{"prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "peak_rss_bytes"}`. `--export DIR`
+//! writes the model in HF format instead, so bench/candle-phi can be timed on the same weights.
 
 use std::time::Instant;
 
@@ -39,6 +40,10 @@ struct Args {
     dtype: FloatType,
     #[arg(long)]
     json: bool,
+    /// Write the model (e.g. the random one) here in HF format and exit, so another
+    /// implementation can be timed on the same weights.
+    #[arg(long)]
+    export: Option<std::path::PathBuf>,
 }
 
 struct Figures {
@@ -52,7 +57,7 @@ struct Bench<'a> {
 }
 
 impl BackendJob for Bench<'_> {
-    type Output = Result<Figures>;
+    type Output = Result<Option<Figures>>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let args = self.args;
         let started = Instant::now();
@@ -66,6 +71,11 @@ impl BackendJob for Bench<'_> {
         };
         B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let load_s = started.elapsed().as_secs_f64();
+        if let Some(dir) = &args.export {
+            phi_zoo::save_hf(&model, dir, phi_zoo::StoredDType::F32)?;
+            eprintln!("wrote {}", dir.display());
+            return Ok(None);
+        }
         let vocab = model.config().vocab_size.min(50295) as u64;
         // Fixed pseudo-random prompt ids: the speed does not depend on them.
         let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
@@ -80,11 +90,11 @@ impl BackendJob for Bench<'_> {
         // Untimed warm-up of the same shapes (kernel compilation and autotuning on GPUs).
         run_once(&model, &prompt, args.new_tokens.min(2), &device)?;
         let (prefill_s, decode_s) = run_once(&model, &prompt, args.new_tokens, &device)?;
-        Ok(Figures {
+        Ok(Some(Figures {
             load_s,
             prefill_s,
             decode_s,
-        })
+        }))
     }
 }
 
@@ -132,7 +142,9 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let figures = run_on(args.backend, args.dtype, Bench { args: &args })??;
+    let Some(figures) = run_on(args.backend, args.dtype, Bench { args: &args })?? else {
+        return Ok(());
+    };
     let prefill = args.prompt_tokens as f64 / figures.prefill_s;
     let decode = args.new_tokens as f64 / figures.decode_s;
     let rss = peak_rss_bytes();

@@ -16,7 +16,7 @@ pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
 pub use phi_zoo_common::{
     Checkpoint, ConfigDialect, Generated, GeneratedText, GenerationConfig, KeyLayout, KvCache,
     ParamSource, Phi, PhiConfig, PhiError, PhiTokenizer, Result, Sampling, ShapeMismatch,
-    StopReason, TextStream, TokenPicker, generate, generate_text,
+    StopReason, TextStream, TokenPicker, generate, generate_batch, generate_text,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;

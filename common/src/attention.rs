@@ -7,6 +7,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::activation::softmax;
 
 use crate::cache::LayerCache;
+use crate::positions::Positions;
 use crate::rotary::PartialRotary;
 
 #[derive(Module, Debug)]
@@ -25,14 +26,14 @@ pub struct PhiAttention<B: Backend> {
 }
 
 impl<B: Backend> PhiAttention<B> {
-    /// `x: [batch, seq, hidden]` whose first row sits at position `start` → `[batch, seq, hidden]`.
-    /// With a cache, the new keys and values are stored at `start..` and attention covers every
-    /// position so far; without one, `start` is 0.
+    /// `x: [batch, seq, hidden]` at `positions` → `[batch, seq, hidden]`. With a cache, the new
+    /// keys and values are stored at slots `positions.start..` and attention covers every slot so
+    /// far; without one, `positions.start` is 0.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rotary: &PartialRotary<B>,
-        start: usize,
+        positions: &Positions<B>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
@@ -45,11 +46,11 @@ impl<B: Backend> PhiAttention<B> {
             q = qn.forward(q);
             k = kn.forward(k);
         }
-        let q = rotary.apply(q, start);
+        let q = rotary.apply(q, &positions.angles);
         // The cache stores keys after rotary (PHI_SPEC §1.3).
-        let k = rotary.apply(k, start);
+        let k = rotary.apply(k, &positions.angles);
         let (k, v) = match cache {
-            Some(cache) => cache.append(start, k, v),
+            Some(cache) => cache.append(positions.start, k, v),
             None => (k, v),
         };
         let keys = k.dims()[2];
@@ -63,8 +64,10 @@ impl<B: Backend> PhiAttention<B> {
             .cast(FloatDType::F32)
             .matmul(k.cast(FloatDType::F32).swap_dims(2, 3))
             .mul_scalar(scale);
-        if seq > 1 {
-            // Bottom-right aligned: query i, at position keys - seq + i, sees keys up to there.
+        if let Some(mask) = &positions.mask {
+            scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
+        } else if seq > 1 {
+            // Bottom-right aligned: query i, at slot keys - seq + i, sees keys up to there.
             let offset = (keys - seq) as i64;
             let future = Tensor::<B, 2, Bool>::tril_mask([seq, keys], offset, &scores.device());
             scores = scores.mask_fill(future.reshape([1, 1, seq, keys]), f32::NEG_INFINITY);

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use crate::attention::PhiAttention;
 use crate::cache::LayerCache;
 use crate::mlp::PhiMlp;
+use crate::positions::Positions;
 use crate::rotary::PartialRotary;
 
 #[derive(Module, Debug)]
@@ -22,11 +23,11 @@ impl<B: Backend> PhiDecoderLayer<B> {
         &self,
         h: Tensor<B, 3>,
         rotary: &PartialRotary<B>,
-        start: usize,
+        positions: &Positions<B>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let x = self.input_layernorm.forward(h.clone());
-        let attn = self.self_attn.forward(x.clone(), rotary, start, cache);
+        let attn = self.self_attn.forward(x.clone(), rotary, positions, cache);
         let mlp = self.mlp.forward(x);
         h + self.resid_dropout.forward(attn) + self.resid_dropout.forward(mlp)
     }

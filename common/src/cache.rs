@@ -49,12 +49,15 @@ pub struct KvCache<B: Backend> {
     pub(crate) layers: Vec<LayerCache<B>>,
     len: usize,
     capacity: usize,
-    batch: usize,
+    /// Left padding slots of each row.
+    pads: Vec<usize>,
 }
 
 impl<B: Backend> KvCache<B> {
-    /// An empty cache for `batch` sequences of up to `capacity` positions.
-    pub fn new(config: &PhiConfig, batch: usize, capacity: usize, device: &B::Device) -> Self {
+    /// An empty cache for `pads.len()` sequences of up to `capacity` slots, row `r` starting
+    /// with `pads[r]` slots of left padding.
+    pub fn new(config: &PhiConfig, pads: Vec<usize>, capacity: usize, device: &B::Device) -> Self {
+        let batch = pads.len();
         let shape = [
             batch,
             config.num_key_value_heads,
@@ -71,7 +74,7 @@ impl<B: Backend> KvCache<B> {
             layers,
             len: 0,
             capacity,
-            batch,
+            pads,
         }
     }
 
@@ -89,7 +92,12 @@ impl<B: Backend> KvCache<B> {
     }
 
     pub fn batch(&self) -> usize {
-        self.batch
+        self.pads.len()
+    }
+
+    /// Left padding slots of each row.
+    pub fn padding(&self) -> &[usize] {
+        &self.pads
     }
 
     /// Forgets every position (the memory is kept for the next sequence).

@@ -137,6 +137,107 @@ pub fn generate<B: Backend>(
     Ok(Generated { ids, stop })
 }
 
+/// Fills the left padding of batched prompts. Any id works: padding is masked out of attention.
+const PAD_ID: u32 = 0;
+
+/// Generates continuations of several prompts of any lengths at once, left-padded into one batch.
+/// Each row's result is `generate`'s for that prompt alone (the same ids for greedy decoding, the
+/// same draws for a seed), except that all rows share the context: a row stops with
+/// `ContextFull` when the longest prompt plus the tokens so far fill it.
+pub fn generate_batch<B: Backend>(
+    model: &Phi<B>,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    device: &B::Device,
+) -> Result<Vec<Generated>> {
+    let context = model.config().max_position_embeddings;
+    let mut pickers = Vec::with_capacity(prompts.len());
+    for (row, prompt) in prompts.iter().enumerate() {
+        if prompt.is_empty() {
+            return Err(PhiError::Input(format!("prompt {row} is empty")));
+        }
+        if prompt.len() > context {
+            return Err(PhiError::Input(format!(
+                "prompt {row} has {} tokens but the model's context is {context}",
+                prompt.len()
+            )));
+        }
+        let picker = TokenPicker::new(
+            config.sampling.clone(),
+            config.repetition_penalty,
+            config.vocab_limit,
+            config.seed,
+        );
+        picker.validate().map_err(PhiError::Input)?;
+        pickers.push(picker);
+    }
+    if prompts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let padded: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(&pads)
+        .map(|(p, &pad)| {
+            std::iter::repeat_n(PAD_ID, pad)
+                .chain(p.iter().copied())
+                .collect()
+        })
+        .collect();
+    let mut cache = model.new_padded_cache(
+        &pads,
+        (longest + config.max_new_tokens).min(context),
+        device,
+    );
+    let mut histories: Vec<Vec<u32>> = prompts.to_vec();
+    let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    let mut stops: Vec<Option<StopReason>> = vec![None; prompts.len()];
+    let mut input = model.ids_tensor(&padded, device)?;
+    loop {
+        for (out, stop) in outputs.iter().zip(stops.iter_mut()) {
+            if stop.is_none() && out.len() == config.max_new_tokens {
+                *stop = Some(StopReason::MaxNewTokens);
+            }
+        }
+        if stops.iter().all(Option::is_some) {
+            break;
+        }
+        let logits: Vec<f32> = model
+            .forward_cached_last(input, &mut cache)?
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        let vocab = logits.len() / prompts.len();
+        let mut next = vec![PAD_ID; prompts.len()];
+        for row in 0..prompts.len() {
+            if stops[row].is_some() {
+                continue;
+            }
+            let mut row_logits = logits[row * vocab..(row + 1) * vocab].to_vec();
+            let token = pickers[row].pick(&mut row_logits, &histories[row]);
+            histories[row].push(token);
+            outputs[row].push(token);
+            next[row] = token;
+            if config.eos_token_ids.contains(&token) {
+                stops[row] = Some(StopReason::Eos);
+            } else if cache.len() == context {
+                stops[row] = Some(StopReason::ContextFull);
+            }
+        }
+        let columns: Vec<Vec<u32>> = next.into_iter().map(|t| vec![t]).collect();
+        input = model.ids_tensor(&columns, device)?;
+    }
+    Ok(outputs
+        .into_iter()
+        .zip(stops)
+        .map(|(ids, stop)| Generated {
+            ids,
+            stop: stop.expect("every row has stopped"),
+        })
+        .collect())
+}
+
 /// New tokens, their text (cut before a stop string), and why generation ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GeneratedText {

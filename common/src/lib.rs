@@ -12,6 +12,7 @@ pub mod init;
 pub mod mlp;
 pub mod model;
 pub mod params;
+pub mod positions;
 pub mod rotary;
 pub mod sampling;
 pub mod streaming;
@@ -22,7 +23,7 @@ pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::{ConfigDialect, PhiConfig};
 pub use error::{PhiError, Result, ShapeMismatch};
 pub use generation::{
-    Generated, GeneratedText, GenerationConfig, StopReason, generate, generate_text,
+    Generated, GeneratedText, GenerationConfig, StopReason, generate, generate_batch, generate_text,
 };
 pub use model::{ParamSource, Phi, PhiModel};
 pub use sampling::{Sampling, TokenPicker};

@@ -15,6 +15,7 @@ use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
 use crate::mlp::PhiMlp;
 use crate::params::Part;
+use crate::positions::Positions;
 use crate::rotary::PartialRotary;
 
 /// The transformer body: everything but the LM head.
@@ -186,11 +187,22 @@ impl<B: Backend> Phi<B> {
 
     /// A cache for `batch` sequences of up to `capacity` positions (at most the context length).
     pub fn new_cache(&self, batch: usize, capacity: usize, device: &B::Device) -> KvCache<B> {
-        let capacity = capacity.min(self.config.max_position_embeddings);
-        KvCache::new(&self.config, batch, capacity, device)
+        self.new_padded_cache(&vec![0; batch], capacity, device)
     }
 
-    /// embedding → blocks → final LayerNorm, for rows starting at position `start`.
+    /// A cache for left-padded rows: row `r` starts with `pads[r]` padding slots, which no real
+    /// token attends to and which do not count as positions (each row runs as if alone).
+    pub fn new_padded_cache(
+        &self,
+        pads: &[usize],
+        capacity: usize,
+        device: &B::Device,
+    ) -> KvCache<B> {
+        let capacity = capacity.min(self.config.max_position_embeddings);
+        KvCache::new(&self.config, pads.to_vec(), capacity, device)
+    }
+
+    /// embedding → blocks → final LayerNorm, for columns starting at cache slot `start`.
     fn body(
         &self,
         input_ids: Tensor<B, 2, Int>,
@@ -198,12 +210,16 @@ impl<B: Backend> Phi<B> {
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let body = &self.model;
+        let [_, seq] = input_ids.dims();
+        let device = input_ids.device();
+        let pads = cache.as_deref().map(KvCache::padding).unwrap_or(&[]);
+        let positions = Positions::new(&body.rotary, start, seq, pads, &device);
         let mut h = body
             .embed_dropout
             .forward(body.embed_tokens.forward(input_ids));
         for (i, layer) in body.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            h = layer.forward(h, &body.rotary, start, layer_cache);
+            h = layer.forward(h, &body.rotary, &positions, layer_cache);
         }
         body.final_layernorm.forward(h)
     }

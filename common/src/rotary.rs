@@ -49,21 +49,33 @@ impl<B: Backend> PartialRotary<B> {
         self.cos.dims()[0]
     }
 
-    /// Rotates `x: [batch, heads, seq, head_dim]` whose first row sits at position `start`.
+    /// Angles for `seq` consecutive positions from `start`, shared by every row.
     /// The caller guarantees `start + seq <= max_positions`.
-    pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, seq, head_dim] = x.dims();
+    pub fn angles(&self, start: usize, seq: usize) -> RotaryAngles<B> {
+        let shape = [1, 1, seq, self.rotary_dim];
+        RotaryAngles {
+            cos: self.cos.clone().narrow(0, start, seq).reshape(shape),
+            sin: self.sin.clone().narrow(0, start, seq).reshape(shape),
+        }
+    }
+
+    /// Angles for each row's own positions, `positions[row][i] < max_positions` (left-padded
+    /// batches, where a row's first real token sits at position 0 whatever its column).
+    pub fn angles_at(&self, positions: &[Vec<usize>], device: &B::Device) -> RotaryAngles<B> {
+        let (batch, seq) = (positions.len(), positions[0].len());
+        let flat: Vec<i64> = positions.iter().flatten().map(|&p| p as i64).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(flat, [batch * seq]), device);
+        let shape = [batch, 1, seq, self.rotary_dim];
+        RotaryAngles {
+            cos: self.cos.clone().select(0, index.clone()).reshape(shape),
+            sin: self.sin.clone().select(0, index).reshape(shape),
+        }
+    }
+
+    /// Rotates the first `rotary_dim` channels of `x: [batch, heads, seq, head_dim]`.
+    pub fn apply(&self, x: Tensor<B, 4>, angles: &RotaryAngles<B>) -> Tensor<B, 4> {
+        let [_, _, _, head_dim] = x.dims();
         let rd = self.rotary_dim;
-        let cos = self
-            .cos
-            .clone()
-            .narrow(0, start, seq)
-            .reshape([1, 1, seq, rd]);
-        let sin = self
-            .sin
-            .clone()
-            .narrow(0, start, seq)
-            .reshape([1, 1, seq, rd]);
         let rot = if rd == head_dim {
             x.clone()
         } else {
@@ -72,11 +84,19 @@ impl<B: Backend> PartialRotary<B> {
         let first = rot.clone().narrow(3, 0, rd / 2);
         let second = rot.clone().narrow(3, rd / 2, rd / 2);
         let rotated_half = Tensor::cat(vec![second.neg(), first], 3);
-        let rotated = rot * cos + rotated_half * sin;
+        let rotated = rot * angles.cos.clone() + rotated_half * angles.sin.clone();
         if rd == head_dim {
             rotated
         } else {
             Tensor::cat(vec![rotated, x.narrow(3, rd, head_dim - rd)], 3)
         }
     }
+}
+
+/// cos and sin for the positions of one forward pass, `[batch or 1, 1, seq, rotary_dim]`,
+/// computed once and shared by every layer.
+#[derive(Clone, Debug)]
+pub struct RotaryAngles<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
 }

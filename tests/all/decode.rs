@@ -213,3 +213,88 @@ fn bad_generation_inputs_are_errors() {
         "batch mismatch"
     );
 }
+
+#[test]
+fn a_left_padded_batch_gives_each_row_its_own_logits() {
+    let device = Default::default();
+    for fixture in FIXTURES {
+        let reference = Reference::load(fixture);
+        let model = load(fixture, "v3");
+        let (seq, vocab) = (reference.seq(), reference.vocab);
+        let short = 5;
+        // Row 1 is cut to a prefix, so its reference logits are the first `short` positions.
+        let pads = [0, seq - short];
+        let mut padded_row = vec![0u32; seq - short];
+        padded_row.extend_from_slice(&reference.ids[1][..short]);
+        let rows = vec![reference.ids[0].clone(), padded_row];
+        let mut cache = model.new_padded_cache(&pads, seq, &device);
+        let logits = to_vec(
+            model
+                .forward_cached(model.ids_tensor(&rows, &device).unwrap(), &mut cache)
+                .unwrap(),
+        );
+        let d0 = max_abs_diff(&logits[..seq * vocab], &reference.logits[..seq * vocab]);
+        let row1 = &logits[seq * vocab + (seq - short) * vocab..];
+        let d1 = max_abs_diff(
+            row1,
+            &reference.logits[seq * vocab..seq * vocab + short * vocab],
+        );
+        eprintln!("{fixture}: padded batch, max |Δ| {d0:.2e} (full row), {d1:.2e} (padded row)");
+        assert!(d0 <= TOLERANCE && d1 <= TOLERANCE, "{fixture}: {d0} {d1}");
+        assert!(
+            logits.iter().all(|x| x.is_finite()),
+            "padding columns stay finite too"
+        );
+    }
+}
+
+#[test]
+fn a_batch_of_prompts_generates_what_each_prompt_does_alone() {
+    let device = Default::default();
+    for fixture in FIXTURES {
+        let reference = Reference::load(fixture);
+        let model = load(fixture, "v3");
+        let prompts = vec![
+            reference.ids[0].clone(),
+            reference.ids[1][..5].to_vec(),
+            reference.ids[0][..1].to_vec(),
+        ];
+        let sampled = GenerationConfig {
+            max_new_tokens: 12,
+            sampling: Some(Sampling {
+                temperature: 1.2,
+                top_k: Some(30),
+                top_p: Some(0.9),
+                min_p: None,
+            }),
+            seed: 9,
+            ..Default::default()
+        };
+        let greedy = GenerationConfig {
+            max_new_tokens: 12,
+            ..Default::default()
+        };
+        for config in [greedy, sampled] {
+            let batch = phi_zoo::generate_batch(&model, &prompts, &config, &device).unwrap();
+            for (prompt, together) in prompts.iter().zip(&batch) {
+                let alone = generate(&model, prompt, &config, &device, |_| {
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+                assert_eq!(
+                    together,
+                    &alone,
+                    "{fixture}, prompt of {} tokens",
+                    prompt.len()
+                );
+            }
+            if config.sampling.is_none() {
+                assert_eq!(
+                    batch[0].ids,
+                    reference.greedy[0][..12],
+                    "{fixture}: transformers' greedy ids"
+                );
+            }
+        }
+    }
+}
