@@ -2,7 +2,6 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::gelu_approximate;
 
 #[derive(Module, Debug)]
 pub struct PhiMlp<B: Backend> {
@@ -12,7 +11,16 @@ pub struct PhiMlp<B: Backend> {
 
 impl<B: Backend> PhiMlp<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        // `gelu_new` is the tanh approximation; the erf GELU gives plausible but wrong output.
-        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+        self.fc2.forward(gelu_new(self.fc1.forward(x)))
     }
+}
+
+/// `gelu_new`, the tanh approximation `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))`; the erf GELU
+/// gives plausible but wrong output. Same formula as burn's `gelu_approximate`, with the cube as
+/// two multiplications instead of `powf`, which costs far more on the CPU backend.
+pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+    x * (inner.tanh() + 1.0) * 0.5
 }
