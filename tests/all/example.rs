@@ -27,6 +27,16 @@ fn example_binary() -> PathBuf {
     path
 }
 
+/// The one JSON object a successful run printed on stdout.
+fn json_stdout(out: std::process::Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object")
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(example_binary()).args(args).output().unwrap()
 }
@@ -44,13 +54,7 @@ fn logits_example_matches_transformers_on_every_layout() {
         for layout in &reference.layouts {
             let dir = layout_dir(fixture, layout);
             let out = run(&["--model", dir.to_str().unwrap(), "--ids", &ids]);
-            assert!(
-                out.status.success(),
-                "{fixture}/{layout}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let json: Value =
-                serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object");
+            let json = json_stdout(out, &format!("{fixture}/{layout}"));
             let batch = json["logits"].as_array().unwrap();
             assert_eq!(batch.len(), reference.ids.len());
             assert_eq!(batch[0].as_array().unwrap().len(), reference.seq());
@@ -106,13 +110,7 @@ fn generate_example_returns_transformers_greedy_ids_on_every_layout() {
                     .args(["--max-new-tokens", &expected.len().to_string()])
                     .output()
                     .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{fixture}/{layout}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let json: Value =
-                    serde_json::from_slice(&out.stdout).expect("stdout is exactly one JSON object");
+                let json = json_stdout(out, &format!("{fixture}/{layout}"));
                 let got: Vec<u32> = serde_json::from_value(json["ids"].clone()).unwrap();
                 assert_eq!(&got, expected, "{fixture}/{layout}");
                 assert!(json.get("text").is_none(), "no tokenizer, no text");
