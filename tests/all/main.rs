@@ -9,3 +9,5 @@ mod golden;
 #[cfg(feature = "hub")]
 mod hub;
 mod parity;
+#[cfg(feature = "wgpu")]
+mod wgpu;
