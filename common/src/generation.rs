@@ -43,6 +43,19 @@ impl Default for GenerationConfig {
 }
 
 impl GenerationConfig {
+    /// A token picker with these settings, checked; every row of a batch gets its own, seeded
+    /// alike, so it draws what the row would draw alone.
+    pub fn picker(&self) -> Result<TokenPicker> {
+        let picker = TokenPicker::new(
+            self.sampling.clone(),
+            self.repetition_penalty,
+            self.vocab_limit,
+            self.seed,
+        );
+        picker.validate().map_err(PhiError::Input)?;
+        Ok(picker)
+    }
+
     /// Defaults for a model: EOS from its config, else `<|endoftext|>` from the tokenizer (Phi-1
     /// and Phi-1.5 configs say null, PHI_SPEC §2); padded ids masked when a tokenizer tells the
     /// real vocabulary. Without either, generation runs to `max_new_tokens`.
@@ -87,13 +100,7 @@ pub fn generate<B: Backend>(
     device: &B::Device,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generated> {
-    let mut picker = TokenPicker::new(
-        config.sampling.clone(),
-        config.repetition_penalty,
-        config.vocab_limit,
-        config.seed,
-    );
-    picker.validate().map_err(PhiError::Input)?;
+    let mut picker = config.picker()?;
     let context = model.config().max_position_embeddings;
     if prompt.is_empty() {
         return Err(PhiError::Input(
@@ -162,13 +169,7 @@ pub fn generate_batch<B: Backend>(
                 prompt.len()
             )));
         }
-        let picker = TokenPicker::new(
-            config.sampling.clone(),
-            config.repetition_penalty,
-            config.vocab_limit,
-            config.seed,
-        );
-        picker.validate().map_err(PhiError::Input)?;
+        let picker = config.picker()?;
         pickers.push(picker);
     }
     if prompts.is_empty() {
