@@ -7,6 +7,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::activation::softmax;
 
 use crate::cache::LayerCache;
+use crate::linear::forward_rows;
 use crate::positions::Positions;
 use crate::rotary::PartialRotary;
 
@@ -39,9 +40,9 @@ impl<B: Backend> PhiAttention<B> {
         let [batch, seq, hidden] = x.dims();
         let heads =
             |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
-        let mut q = heads(self.q_proj.forward(x.clone()), self.num_heads);
-        let mut k = heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let mut q = heads(forward_rows(&self.q_proj, x.clone()), self.num_heads);
+        let mut k = heads(forward_rows(&self.k_proj, x.clone()), self.num_kv_heads);
+        let v = heads(forward_rows(&self.v_proj, x), self.num_kv_heads);
         if let (Some(qn), Some(kn)) = (&self.q_layernorm, &self.k_layernorm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -80,7 +81,7 @@ impl<B: Backend> PhiAttention<B> {
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden]);
-        self.dense.forward(out)
+        forward_rows(&self.dense, out)
     }
 
     /// Key/value heads serve `num_heads / num_kv_heads` consecutive query heads each.

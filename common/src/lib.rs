@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod generation;
 pub mod init;
+pub mod linear;
 pub mod mlp;
 pub mod model;
 pub mod params;

@@ -3,6 +3,8 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::linear::forward_rows;
+
 #[derive(Module, Debug)]
 pub struct PhiMlp<B: Backend> {
     pub fc1: Linear<B>,
@@ -10,8 +12,9 @@ pub struct PhiMlp<B: Backend> {
 }
 
 impl<B: Backend> PhiMlp<B> {
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.fc2.forward(gelu_new(self.fc1.forward(x)))
+    /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        forward_rows(&self.fc2, gelu_new(forward_rows(&self.fc1, x)))
     }
 }
 

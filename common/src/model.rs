@@ -13,6 +13,7 @@ use crate::block::PhiDecoderLayer;
 use crate::cache::KvCache;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
+use crate::linear::forward_rows;
 use crate::mlp::PhiMlp;
 use crate::params::Part;
 use crate::positions::Positions;
@@ -121,7 +122,7 @@ impl<B: Backend> Phi<B> {
     /// Logits for every position, `[batch, seq] → [batch, seq, vocab]`, always in f32.
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
         let hidden = self.forward_hidden(input_ids)?;
-        Ok(self.lm_head.forward(hidden).cast(FloatDType::F32))
+        Ok(forward_rows(&self.lm_head, hidden).cast(FloatDType::F32))
     }
 
     /// Final hidden states (after the final LayerNorm), `[batch, seq] → [batch, seq, hidden]`:
@@ -140,7 +141,7 @@ impl<B: Backend> Phi<B> {
         cache: &mut KvCache<B>,
     ) -> Result<Tensor<B, 3>> {
         let hidden = self.hidden_cached(input_ids, cache)?;
-        Ok(self.lm_head.forward(hidden).cast(FloatDType::F32))
+        Ok(forward_rows(&self.lm_head, hidden).cast(FloatDType::F32))
     }
 
     /// Like `forward_cached`, but only the last position's logits, `[batch, vocab]`: what a
