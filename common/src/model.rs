@@ -13,7 +13,7 @@ use crate::block::PhiDecoderLayer;
 use crate::cache::KvCache;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
-use crate::linear::forward_rows;
+use crate::linear::{forward_2d, forward_rows};
 use crate::mlp::PhiMlp;
 use crate::params::Part;
 use crate::positions::Positions;
@@ -154,7 +154,7 @@ impl<B: Backend> Phi<B> {
         let hidden = self.hidden_cached(input_ids, cache)?;
         let [batch, seq, width] = hidden.dims();
         let last = hidden.narrow(1, seq - 1, 1).reshape([batch, width]);
-        Ok(self.lm_head.forward(last).cast(FloatDType::F32))
+        Ok(forward_2d(&self.lm_head, last).cast(FloatDType::F32))
     }
 
     fn hidden_cached(

@@ -30,6 +30,7 @@ pub use weight_file::WeightFile;
 
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result, ShapeMismatch};
+use crate::linear::linear_from_hf;
 use crate::model::{ParamSource, Phi};
 use crate::params::{HfParam, Leaf, Part, hf_params};
 
@@ -284,15 +285,6 @@ struct CheckpointParams<'a, B: Backend> {
 impl<B: Backend> CheckpointParams<'_, B> {
     fn tensor<const D: usize>(&self, part: Part, leaf: Leaf) -> Result<Tensor<B, D>> {
         let (values, shape) = self.checkpoint.read(part, leaf)?;
-        let values = match shape[..] {
-            // burn's Linear stores [in, out]; transformers stores [out, in].
-            [rows, cols] if !matches!(part, Part::Embed) => transpose(&values, rows, cols),
-            _ => values,
-        };
-        let shape: Vec<usize> = match shape[..] {
-            [rows, cols] if !matches!(part, Part::Embed) => vec![cols, rows],
-            _ => shape,
-        };
         Ok(Tensor::from_data(
             TensorData::new(values, shape),
             &self.device,
@@ -300,26 +292,20 @@ impl<B: Backend> CheckpointParams<'_, B> {
     }
 }
 
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
-}
-
 impl<B: Backend> ParamSource<B> for CheckpointParams<'_, B> {
     fn device(&self) -> B::Device {
         self.device.clone()
     }
 
-    fn linear(&mut self, part: Part, _: usize, _: usize) -> Result<Linear<B>> {
-        Ok(Linear {
-            weight: Param::from_tensor(self.tensor(part, Leaf::Weight)?),
-            bias: Some(Param::from_tensor(self.tensor(part, Leaf::Bias)?)),
-        })
+    fn linear(&mut self, part: Part, d_in: usize, d_out: usize) -> Result<Linear<B>> {
+        // The load plan has checked the stored shape is [d_out, d_in].
+        let (weight, _) = self.checkpoint.read(part, Leaf::Weight)?;
+        Ok(linear_from_hf(
+            weight,
+            [d_out, d_in],
+            self.tensor(part, Leaf::Bias)?,
+            &self.device,
+        ))
     }
 
     fn layer_norm(&mut self, part: Part, dim: usize, eps: f64) -> Result<LayerNorm<B>> {
