@@ -133,13 +133,6 @@ fn argmax<B: Backend>(logits: Tensor<B, 2>) -> u32 {
 }
 
 /// The process's peak resident memory (VmHWM), where the OS reports it.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let Some(figures) = run_on(args.backend, args.dtype, Bench { args: &args })?? else {
@@ -147,7 +140,7 @@ fn main() -> Result<()> {
     };
     let prefill = args.prompt_tokens as f64 / figures.prefill_s;
     let decode = args.new_tokens as f64 / figures.decode_s;
-    let rss = peak_rss_bytes();
+    let rss = phi_zoo::memory::peak_rss_bytes();
     if args.json {
         println!(
             "{}",

@@ -27,6 +27,7 @@ pub use phi_zoo_phi2 as phi2;
 pub use phi_zoo_common::checkpoint::{HubOptions, resolve_hub};
 
 pub mod backend;
+pub mod memory;
 
 /// Named configs by the names people use for them.
 pub fn named_config(name: &str) -> Option<PhiConfig> {

@@ -14,6 +14,8 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 
 pub struct PhiTokenizer {
     inner: tokenizers::Tokenizer,
+    /// Cached: `tokenizers` builds the whole vocabulary map to answer its size.
+    len: usize,
 }
 
 impl PhiTokenizer {
@@ -21,7 +23,12 @@ impl PhiTokenizer {
     pub fn bundled() -> Self {
         let inner =
             tokenizers::Tokenizer::from_bytes(BUNDLED).expect("the bundled tokenizer.json parses");
-        Self { inner }
+        Self::new(inner)
+    }
+
+    fn new(inner: tokenizers::Tokenizer) -> Self {
+        let len = inner.get_vocab_size(true);
+        Self { inner, len }
     }
 
     /// The bundled tokenizer's length (50295), without loading it.
@@ -38,7 +45,7 @@ impl PhiTokenizer {
             field: "(file)".into(),
             message: format!("not a usable tokenizer.json: {e}"),
         })?;
-        Ok(Self { inner })
+        Ok(Self::new(inner))
     }
 
     /// The folder's tokenizer.json, if it has one.
@@ -62,7 +69,7 @@ impl PhiTokenizer {
     /// Text for `ids`, special tokens included; invalid UTF-8 (a character split across the end
     /// of `ids`) shows as U+FFFD. Ids the vocabulary lacks are an error.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.len()) {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.len) {
             return Err(PhiError::Input(format!(
                 "id {bad} is outside the tokenizer's {} tokens",
                 self.len()
@@ -75,7 +82,7 @@ impl PhiTokenizer {
 
     /// Tokens the tokenizer knows, added ones included (50295 for Phi; the model pads to 51200).
     pub fn len(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,6 +96,14 @@ impl PhiTokenizer {
     /// The id of `<|endoftext|>`.
     pub fn eos_id(&self) -> Option<u32> {
         self.token_to_id(END_OF_TEXT)
+    }
+
+    /// The tokenizer as canonical tokenizer.json text: two tokenizers that tokenize alike give the
+    /// same text, whatever the formatting of the files they came from (token stores keep its hash).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| PhiError::Input(format!("cannot serialise the tokenizer: {e}")))
     }
 }
 

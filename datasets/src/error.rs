@@ -47,7 +47,11 @@ impl DataError {
         }
     }
 
-    pub(crate) fn malformed(file: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn malformed(
+        file: impl Into<PathBuf>,
+        line: usize,
+        message: impl Into<String>,
+    ) -> Self {
         Self::Malformed {
             file: file.into(),
             line,

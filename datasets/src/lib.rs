@@ -1,3 +1,20 @@
-//! phi-zoo-datasets: corpora to tokens for training (readers, packing, token stores, weighted
-//! mixtures). Empty until the datasets issue fills it; the crate exists so the workspace has its
-//! final shape and dependents can be wired now.
+//! phi-zoo-datasets: corpora to tokens for training, as the Phi papers did it. Documents are
+//! read ([`reader`]), tokenized and joined with `<|endoftext|>` into token stores ([`prepare`],
+//! [`store`]), cut into `seq_len + 1` windows and drawn from several stores with exact weights
+//! ([`mixture`]), and batched for burn ([`batch`]). [`corpora`] ships small default corpora.
+
+pub mod batch;
+pub mod corpora;
+pub mod error;
+pub mod mixture;
+pub mod permutation;
+pub mod prepare;
+pub mod reader;
+pub mod store;
+
+pub use batch::{LmBatch, LmBatcher, MixtureDataset, TokenWindow};
+pub use error::{DataError, Result};
+pub use mixture::{Mixture, MixtureSource, SampleLocation, named_mixture};
+pub use prepare::{PrepareOptions, PrepareReport, prepare, tokenizer_sha256};
+pub use reader::{Corpus, CorpusFormat, OnMalformed, ReadReport};
+pub use store::{StoreHeader, StoreWriter, TokenStore, TokenWidth};
