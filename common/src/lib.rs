@@ -18,6 +18,7 @@ pub mod rotary;
 pub mod sampling;
 pub mod streaming;
 pub mod tokenizer;
+pub mod train;
 
 pub use cache::KvCache;
 pub use checkpoint::{Checkpoint, KeyLayout};

@@ -8,6 +8,7 @@ use burn::data::dataset::Dataset;
 use burn::prelude::*;
 
 use crate::mixture::Mixture;
+pub use phi_zoo_common::train::LmBatch;
 
 /// One training sample: `seq_len + 1` tokens, and its index in the mixture's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,13 +57,6 @@ impl Dataset<TokenWindow> for MixtureDataset {
     }
 }
 
-/// Inputs and next-token targets, `[batch, seq_len]` each.
-#[derive(Debug, Clone)]
-pub struct LmBatch<B: Backend> {
-    pub inputs: Tensor<B, 2, Int>,
-    pub targets: Tensor<B, 2, Int>,
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LmBatcher;
 
@@ -83,6 +77,7 @@ impl<B: Backend> Batcher<B, TokenWindow, LmBatch<B>> for LmBatcher {
         LmBatch {
             inputs: Tensor::from_data(TensorData::new(inputs, [batch, seq]), device),
             targets: Tensor::from_data(TensorData::new(targets, [batch, seq]), device),
+            loss_mask: None,
         }
     }
 }

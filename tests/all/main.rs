@@ -10,5 +10,6 @@ mod golden;
 #[cfg(feature = "hub")]
 mod hub;
 mod parity;
+mod train;
 #[cfg(feature = "wgpu")]
 mod wgpu;

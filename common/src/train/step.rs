@@ -1,0 +1,80 @@
+//! burn-train's steps for `Phi`: the loss only crosses to the metrics (never the
+//! `[batch, seq, vocab]` logits), and dropout is active exactly when the model runs on an
+//! autodiff backend, i.e. in training.
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::metric::{Adaptor, ItemLazy, LossInput};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+
+use crate::model::Phi;
+use crate::train::batch::LmBatch;
+use crate::train::loss::lm_loss;
+
+/// What a step reports: its loss and how many target tokens it covered.
+#[derive(Debug, Clone)]
+pub struct LmStepOutput<B: Backend> {
+    pub loss: Tensor<B, 1>,
+    pub tokens: usize,
+}
+
+/// The step's figures on the host, as the metrics consume them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LmStepFigures {
+    pub loss: f64,
+    pub tokens: usize,
+}
+
+impl<B: Backend> ItemLazy for LmStepOutput<B> {
+    type ItemSync = LmStepFigures;
+
+    fn sync(self) -> LmStepFigures {
+        LmStepFigures {
+            loss: self.loss.into_scalar().elem::<f64>(),
+            tokens: self.tokens,
+        }
+    }
+}
+
+impl<B: Backend> Adaptor<LossInput<B>> for LmStepFigures {
+    fn adapt(&self) -> LossInput<B> {
+        let device = B::Device::default();
+        LossInput::new(Tensor::from_data([self.loss], &device))
+    }
+}
+
+impl<B: Backend> Phi<B> {
+    /// Loss of `batch` and the number of target tokens it counts.
+    pub fn lm_step(&self, batch: LmBatch<B>) -> LmStepOutput<B> {
+        let tokens = match &batch.loss_mask {
+            Some(mask) => mask.clone().int().sum().into_scalar().elem::<i64>() as usize,
+            None => batch.targets.dims().iter().product(),
+        };
+        let logits = self
+            .forward(batch.inputs)
+            .expect("training windows fit the context: seq_len is checked when training starts");
+        LmStepOutput {
+            loss: lm_loss(logits, batch.targets, batch.loss_mask),
+            tokens,
+        }
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for Phi<B> {
+    type Input = LmBatch<B>;
+    type Output = LmStepOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmStepOutput<B>> {
+        let output = self.lm_step(batch);
+        TrainOutput::new(self, output.loss.backward(), output)
+    }
+}
+
+impl<B: Backend> InferenceStep for Phi<B> {
+    type Input = LmBatch<B>;
+    type Output = LmStepOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> LmStepOutput<B> {
+        self.lm_step(batch)
+    }
+}

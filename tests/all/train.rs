@@ -1,0 +1,101 @@
+//! The training step: the loss, its mask, and that optimizer steps through burn-train's
+//! `TrainStep` lower it.
+
+use burn::backend::Autodiff;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::prelude::*;
+use burn::train::TrainStep;
+use phi_zoo::backend::Cpu;
+use phi_zoo::common::train::{LmBatch, lm_loss};
+
+use crate::fixtures::{Reference, layout_dir};
+
+type Train = Autodiff<Cpu>;
+
+/// Mean NLL computed on the host in f64, for comparison.
+fn host_loss(logits: &[f32], targets: &[i64], vocab: usize, keep: &[bool]) -> f64 {
+    let mut total = 0.0;
+    let mut count = 0;
+    for (row, (&t, &k)) in targets.iter().zip(keep).enumerate() {
+        if !k {
+            continue;
+        }
+        let l = &logits[row * vocab..(row + 1) * vocab];
+        let max = l.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let log_sum = l.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
+        total += log_sum - l[t as usize] as f64;
+        count += 1;
+    }
+    total / count as f64
+}
+
+#[test]
+fn the_loss_is_the_mean_nll_over_kept_positions() {
+    let device = Default::default();
+    let (batch, seq, vocab) = (2, 5, 11);
+    let values: Vec<f32> = (0..batch * seq * vocab)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.3)
+        .collect();
+    let targets: Vec<i64> = (0..batch * seq).map(|i| (i * 7 % vocab) as i64).collect();
+    let keep: Vec<bool> = (0..batch * seq).map(|i| i % 5 >= 2).collect();
+    let logits = Tensor::<Cpu, 3>::from_data(
+        TensorData::new(values.clone(), [batch, seq, vocab]),
+        &device,
+    );
+    let target =
+        Tensor::<Cpu, 2, Int>::from_data(TensorData::new(targets.clone(), [batch, seq]), &device);
+    let mask =
+        Tensor::<Cpu, 2, Bool>::from_data(TensorData::new(keep.clone(), [batch, seq]), &device);
+
+    let all = lm_loss(logits.clone(), target.clone(), None).into_scalar() as f64;
+    assert!((all - host_loss(&values, &targets, vocab, &[true; 10])).abs() < 1e-5);
+    let masked = lm_loss(logits, target.clone(), Some(mask.clone())).into_scalar() as f64;
+    assert!((masked - host_loss(&values, &targets, vocab, &keep)).abs() < 1e-5);
+
+    // Whatever the model says at masked positions, the loss does not move.
+    let mut changed = values.clone();
+    for (row, &k) in keep.iter().enumerate() {
+        if !k {
+            changed[row * vocab..(row + 1) * vocab]
+                .iter_mut()
+                .for_each(|x| *x = 40.0 * *x + 3.0);
+        }
+    }
+    let logits =
+        Tensor::<Cpu, 3>::from_data(TensorData::new(changed, [batch, seq, vocab]), &device);
+    let again = lm_loss(logits, target, Some(mask)).into_scalar() as f64;
+    assert!((again - masked).abs() < 1e-6, "{again} vs {masked}");
+}
+
+#[test]
+fn train_steps_lower_the_loss_of_a_fixture_model() {
+    let device = Default::default();
+    let reference = Reference::load("tiny_p05");
+    let mut model = phi_zoo::Checkpoint::open(layout_dir("tiny_p05", "v3"))
+        .and_then(|c| c.load::<Train>(&device))
+        .unwrap();
+    let rows = &reference.ids;
+    let (batch, seq) = (rows.len(), rows[0].len() - 1);
+    let ids = |shift: usize| -> Tensor<Train, 2, Int> {
+        let flat: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| r[shift..shift + seq].iter().map(|&t| t as i64))
+            .collect();
+        Tensor::from_data(TensorData::new(flat, [batch, seq]), &device)
+    };
+    let batch_of = || LmBatch {
+        inputs: ids(0),
+        targets: ids(1),
+        loss_mask: None,
+    };
+    let mut optim = AdamWConfig::new().init::<Train, phi_zoo::Phi<Train>>();
+    let mut losses = vec![];
+    for _ in 0..15 {
+        let output = TrainStep::step(&model, batch_of());
+        losses.push(output.item.loss.clone().into_scalar() as f64);
+        model = optim.step(1e-2, model, output.grads);
+    }
+    eprintln!("losses: {losses:?}");
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(losses[14] < 0.5 * losses[0], "{losses:?}");
+}
