@@ -2,6 +2,10 @@
 
 pub use phi_zoo_common::PhiConfig;
 
+mod recipe;
+
+pub use recipe::{recipe, web_recipe};
+
 /// The published Phi-1.5 checkpoint.
 pub const HUB_ID: &str = "microsoft/phi-1_5";
 

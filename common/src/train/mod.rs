@@ -3,8 +3,12 @@
 
 pub mod batch;
 pub mod loss;
+pub mod recipe;
+pub mod schedule;
 pub mod step;
 
 pub use batch::LmBatch;
 pub use loss::lm_loss;
+pub use recipe::{OptimizerKind, OptimizerSpec, Recipe};
+pub use schedule::{Decay, PhiLrScheduler, Schedule};
 pub use step::LmStepOutput;
