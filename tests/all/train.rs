@@ -2,11 +2,14 @@
 //! `TrainStep` lower it.
 
 use burn::backend::Autodiff;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::train::TrainStep;
 use phi_zoo::backend::Cpu;
-use phi_zoo::common::train::{LmBatch, lm_loss};
+use phi_zoo::common::train::regularize::{
+    clip_grad_global_norm, decay_weight_matrices, grad_global_norm,
+};
+use phi_zoo::common::train::{LmBatch, StepSettings, Trainee, lm_loss};
 
 use crate::fixtures::{Reference, layout_dir};
 
@@ -71,9 +74,14 @@ fn the_loss_is_the_mean_nll_over_kept_positions() {
 fn train_steps_lower_the_loss_of_a_fixture_model() {
     let device = Default::default();
     let reference = Reference::load("tiny_p05");
-    let mut model = phi_zoo::Checkpoint::open(layout_dir("tiny_p05", "v3"))
+    let phi = phi_zoo::Checkpoint::open(layout_dir("tiny_p05", "v3"))
         .and_then(|c| c.load::<Train>(&device))
         .unwrap();
+    let settings = StepSettings {
+        grad_clip_norm: Some(1.0),
+        weight_decay: 0.1,
+    };
+    let mut model = Trainee::new(phi, settings);
     let rows = &reference.ids;
     let (batch, seq) = (rows.len(), rows[0].len() - 1);
     let ids = |shift: usize| -> Tensor<Train, 2, Int> {
@@ -88,12 +96,14 @@ fn train_steps_lower_the_loss_of_a_fixture_model() {
         targets: ids(1),
         loss_mask: None,
     };
-    let mut optim = AdamWConfig::new().init::<Train, phi_zoo::Phi<Train>>();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .init::<Train, Trainee<Train>>();
     let mut losses = vec![];
     for _ in 0..15 {
         let output = TrainStep::step(&model, batch_of());
         losses.push(output.item.loss.clone().into_scalar() as f64);
-        model = optim.step(1e-2, model, output.grads);
+        model = TrainStep::optimize(model, &mut optim, 1e-2, output.grads);
     }
     eprintln!("losses: {losses:?}");
     assert!(losses.iter().all(|l| l.is_finite()));
@@ -153,4 +163,121 @@ fn recipes_carry_the_papers_numbers() {
     }
     let web = phi_zoo::datasets::named_mixture("phi-1.5-web").unwrap();
     assert_eq!(web, [("code", 0.2), ("web", 0.4), ("synthetic", 0.4)]);
+}
+
+#[test]
+fn clipping_uses_the_global_norm_and_decay_spares_biases_and_norms() {
+    let device = Default::default();
+    let reference = Reference::load("tiny_gqa");
+    let phi = phi_zoo::Checkpoint::open(layout_dir("tiny_gqa", "v3"))
+        .and_then(|c| c.load::<Train>(&device))
+        .unwrap();
+    let seq = reference.ids[0].len() - 1;
+    let row = |shift: usize| -> Tensor<Train, 2, Int> {
+        let ids: Vec<i64> = reference.ids[0][shift..shift + seq]
+            .iter()
+            .map(|&t| t as i64)
+            .collect();
+        Tensor::from_data(TensorData::new(ids, [1, seq]), &device)
+    };
+    let output = phi.lm_step(LmBatch {
+        inputs: row(0),
+        targets: row(1),
+        loss_mask: None,
+    });
+    let mut grads = burn::optim::GradientsParams::from_grads(output.loss.backward(), &phi);
+
+    // The global norm is the norm of all gradients concatenated.
+    let mut host = 0.0f64;
+    let head_grad = grads
+        .get::<Cpu, 2>(phi.lm_head.weight.id)
+        .unwrap()
+        .into_data()
+        .iter::<f32>()
+        .collect::<Vec<f32>>();
+    for layer in &phi.model.layers {
+        for g in [&layer.mlp.fc1.weight, &layer.self_attn.q_proj.weight] {
+            let v: Vec<f32> = grads
+                .get::<Cpu, 2>(g.id)
+                .unwrap()
+                .into_data()
+                .iter::<f32>()
+                .collect();
+            host += v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+        }
+    }
+    host += head_grad.iter().map(|x| (*x as f64).powi(2)).sum::<f64>();
+    let norm = grad_global_norm(&phi, &grads);
+    assert!(
+        norm > host.sqrt(),
+        "the global norm covers more than these tensors"
+    );
+
+    let max_norm = norm / 4.0;
+    let before = clip_grad_global_norm(&phi, &mut grads, max_norm);
+    assert!((before - norm).abs() < 1e-9);
+    let after = grad_global_norm(&phi, &grads);
+    assert!(
+        (after - max_norm).abs() < 1e-4 * max_norm,
+        "{after} vs {max_norm}"
+    );
+    // One factor for every tensor: the direction is kept.
+    let clipped_head: Vec<f32> = grads
+        .get::<Cpu, 2>(phi.lm_head.weight.id)
+        .unwrap()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    for (c, h) in clipped_head.iter().zip(&head_grad) {
+        assert!(
+            (c * 4.0 - h).abs() <= 1e-4 * h.abs().max(1e-3),
+            "{c} vs {h}"
+        );
+    }
+
+    let values = |t: Tensor<Train, 2>| -> Vec<f32> { t.into_data().iter::<f32>().collect() };
+    let weight_before = values(phi.model.layers[0].mlp.fc1.weight.val());
+    let bias_before: Vec<f32> = phi.model.layers[0]
+        .mlp
+        .fc1
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let norm_before: Vec<f32> = phi
+        .model
+        .final_layernorm
+        .gamma
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let decayed = decay_weight_matrices(phi, 0.5, 0.1);
+    let weight_after = values(decayed.model.layers[0].mlp.fc1.weight.val());
+    for (a, b) in weight_after.iter().zip(&weight_before) {
+        assert!((a - b * 0.95).abs() < 1e-6);
+    }
+    let bias_after: Vec<f32> = decayed.model.layers[0]
+        .mlp
+        .fc1
+        .bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let norm_after: Vec<f32> = decayed
+        .model
+        .final_layernorm
+        .gamma
+        .val()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    assert_eq!(bias_after, bias_before);
+    assert_eq!(norm_after, norm_before);
 }

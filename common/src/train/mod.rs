@@ -4,11 +4,14 @@
 pub mod batch;
 pub mod loss;
 pub mod recipe;
+pub mod regularize;
 pub mod schedule;
 pub mod step;
+pub mod trainee;
 
 pub use batch::LmBatch;
 pub use loss::lm_loss;
 pub use recipe::{OptimizerKind, OptimizerSpec, Recipe};
 pub use schedule::{Decay, PhiLrScheduler, Schedule};
 pub use step::LmStepOutput;
+pub use trainee::{StepSettings, Trainee};

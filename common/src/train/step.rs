@@ -1,11 +1,9 @@
-//! burn-train's steps for `Phi`: the loss only crosses to the metrics (never the
-//! `[batch, seq, vocab]` logits), and dropout is active exactly when the model runs on an
-//! autodiff backend, i.e. in training.
+//! The language-model step behind burn-train's `TrainStep` / `InferenceStep` (implemented on
+//! `Trainee`): only the loss crosses to the metrics (never the `[batch, seq, vocab]` logits), and
+//! dropout is active exactly when the model runs on an autodiff backend, i.e. in training.
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
-use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use crate::model::Phi;
 use crate::train::batch::LmBatch;
@@ -57,24 +55,5 @@ impl<B: Backend> Phi<B> {
             loss: lm_loss(logits, batch.targets, batch.loss_mask),
             tokens,
         }
-    }
-}
-
-impl<B: AutodiffBackend> TrainStep for Phi<B> {
-    type Input = LmBatch<B>;
-    type Output = LmStepOutput<B>;
-
-    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmStepOutput<B>> {
-        let output = self.lm_step(batch);
-        TrainOutput::new(self, output.loss.backward(), output)
-    }
-}
-
-impl<B: Backend> InferenceStep for Phi<B> {
-    type Input = LmBatch<B>;
-    type Output = LmStepOutput<B>;
-
-    fn step(&self, batch: LmBatch<B>) -> LmStepOutput<B> {
-        self.lm_step(batch)
     }
 }

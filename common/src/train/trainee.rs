@@ -1,0 +1,70 @@
+//! `Trainee`: a `Phi` with the settings its optimizer step needs, as the module burn-train's
+//! learner trains. `Phi` alone cannot carry them, and the learner calls `TrainStep::optimize`
+//! with nothing but the optimizer, the rate and the gradients.
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+
+use crate::model::Phi;
+use crate::train::batch::LmBatch;
+use crate::train::regularize::{clip_grad_global_norm, decay_weight_matrices};
+use crate::train::step::LmStepOutput;
+
+/// Clipping and decay applied around every optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSettings {
+    /// Global-norm clipping threshold; `None`: no clipping.
+    pub grad_clip_norm: Option<f64>,
+    /// Decoupled weight decay on weight matrices (the optimizer itself gets none).
+    pub weight_decay: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Trainee<B: Backend> {
+    pub phi: Phi<B>,
+    #[module(skip)]
+    pub settings: StepSettings,
+}
+
+impl<B: Backend> Trainee<B> {
+    pub fn new(phi: Phi<B>, settings: StepSettings) -> Self {
+        Self { phi, settings }
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for Trainee<B> {
+    type Input = LmBatch<B>;
+    type Output = LmStepOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmStepOutput<B>> {
+        let output = self.phi.lm_step(batch);
+        TrainOutput::new(self, output.loss.backward(), output)
+    }
+
+    fn optimize<AB, O>(self, optim: &mut O, lr: f64, mut grads: GradientsParams) -> Self
+    where
+        AB: AutodiffBackend,
+        O: Optimizer<Self, AB>,
+        Self: AutodiffModule<AB>,
+    {
+        let settings = self.settings;
+        if let Some(max_norm) = settings.grad_clip_norm {
+            clip_grad_global_norm::<AB, Self>(&self, &mut grads, max_norm);
+        }
+        // Decoupled decay, as AdamW applies it: from the weights before this step's update.
+        let decayed = decay_weight_matrices::<AB, Self>(self, lr, settings.weight_decay);
+        optim.step(lr, decayed, grads)
+    }
+}
+
+impl<B: Backend> InferenceStep for Trainee<B> {
+    type Input = LmBatch<B>;
+    type Output = LmStepOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> LmStepOutput<B> {
+        self.phi.lm_step(batch)
+    }
+}
