@@ -431,3 +431,49 @@ fn embedded_corpora_fill_the_phi_1_5_mixtures() {
         assert!(!text.is_empty());
     }
 }
+
+#[test]
+fn the_stream_loader_moves_through_the_stream_and_resumes_at_an_epoch() {
+    use burn::data::dataloader::DataLoader;
+    use phi_zoo::datasets::StreamLoader;
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = Arc::new(mixture(dir.path(), &[0.2, 0.8], &[6, 9], 4, 3));
+    let device = Default::default();
+    let inputs =
+        |batch: LmBatch<Cpu>| -> Vec<i64> { batch.inputs.into_data().iter::<i64>().collect() };
+    let expected = |from: u64, to: u64| -> Vec<i64> {
+        (from..to)
+            .flat_map(|i| {
+                m.get(i).unwrap()[..4]
+                    .iter()
+                    .map(|&t| t as i64)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+
+    // Epochs of 2 batches of 3: epoch k reads samples 6k .. 6k + 6.
+    let loader = StreamLoader::<Cpu>::new(m.clone(), 3, 2, 0, device);
+    assert_eq!(loader.num_items(), 6);
+    let epochs: Vec<Vec<Vec<i64>>> = (0..3)
+        .map(|_| loader.iter().map(inputs).collect())
+        .collect();
+    for (k, batches) in epochs.iter().enumerate() {
+        let k = k as u64;
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0], expected(6 * k, 6 * k + 3));
+        assert_eq!(batches[1], expected(6 * k + 3, 6 * k + 6));
+    }
+    // A run resumed after epoch 0 reads what the run above read in epochs 1 and 2.
+    let resumed = StreamLoader::<Cpu>::new(m.clone(), 3, 2, 1, device);
+    let again: Vec<Vec<Vec<i64>>> = (0..2)
+        .map(|_| resumed.iter().map(inputs).collect())
+        .collect();
+    assert_eq!(again[..], epochs[1..]);
+    // A device's slice serves its part of each epoch.
+    let slice = StreamLoader::<Cpu>::new(m.clone(), 3, 2, 0, device).slice(3, 6);
+    assert_eq!(slice.num_items(), 3);
+    let part: Vec<Vec<i64>> = slice.iter().map(inputs).collect();
+    assert_eq!(part, [expected(3, 6)]);
+}
