@@ -28,6 +28,7 @@ pub use phi_zoo_common::checkpoint::{HubOptions, resolve_hub};
 
 pub mod backend;
 pub mod memory;
+pub mod training;
 
 /// Named configs by the names people use for them.
 pub fn named_config(name: &str) -> Option<PhiConfig> {

@@ -281,3 +281,176 @@ fn clipping_uses_the_global_norm_and_decay_spares_biases_and_norms() {
     assert_eq!(bias_after, bias_before);
     assert_eq!(norm_after, norm_before);
 }
+
+/// A tiny Phi over a 1001-token vocabulary, without dropout (so runs are reproducible).
+fn tiny_trainee(device: &burn::backend::flex::FlexDevice) -> Trainee<Train> {
+    let config = phi_zoo::PhiConfig {
+        vocab_size: 1001,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 4,
+        max_position_embeddings: 64,
+        resid_pdrop: 0.0,
+        embd_pdrop: 0.0,
+        attention_dropout: 0.0,
+        ..Default::default()
+    };
+    <Train as Backend>::seed(device, 5);
+    Trainee::new(
+        phi_zoo::Phi::new(&config, device),
+        StepSettings {
+            grad_clip_norm: Some(1.0),
+            weight_decay: 0.1,
+        },
+    )
+}
+
+fn store(
+    dir: &std::path::Path,
+    name: &str,
+    tokens: u64,
+    stride: u64,
+) -> std::sync::Arc<phi_zoo::datasets::TokenStore> {
+    let path = dir.join(name);
+    let mut writer = phi_zoo::datasets::StoreWriter::create(&path, 1001, 1000).unwrap();
+    let ids: Vec<u32> = (0..tokens - 1)
+        .map(|i| ((i * stride) % 997) as u32)
+        .collect();
+    writer.push_document(&ids).unwrap();
+    writer.finish("test".into(), vec![], 0).unwrap();
+    std::sync::Arc::new(phi_zoo::datasets::TokenStore::open(&path).unwrap())
+}
+
+#[test]
+fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
+    use phi_zoo::common::train::{Decay, Schedule};
+    use phi_zoo::datasets::{Mixture, MixtureSource};
+    use phi_zoo::training::{RunPlan, run};
+
+    let device = Default::default();
+    let data = tempfile::tempdir().unwrap();
+    let source = |name: &str, stride| MixtureSource {
+        name: name.into(),
+        store: store(data.path(), name, 4000, stride),
+        weight: if name == "code" { 0.2 } else { 0.8 },
+    };
+    let train = std::sync::Arc::new(
+        Mixture::new(vec![source("code", 7), source("synthetic", 13)], 16, 1).unwrap(),
+    );
+    let valid = std::sync::Arc::new(Mixture::new(vec![source("held_out", 3)], 16, 2).unwrap());
+    let schedule = Schedule {
+        peak: 3e-3,
+        warmup_steps: 2,
+        decay: Decay::Linear,
+        total_steps: 8,
+        final_fraction: 0.1,
+    };
+    let optim = || {
+        AdamWConfig::new()
+            .with_weight_decay(0.0)
+            .init::<Train, Trainee<Train>>()
+    };
+    let plan = |dir: &std::path::Path, epochs, resume_epoch| RunPlan {
+        dir: dir.to_path_buf(),
+        batch: 2,
+        grad_accum: 2,
+        steps_per_epoch: 2,
+        epochs,
+        keep: 3,
+        valid_batches: 1,
+        resume_epoch,
+    };
+    let start = tiny_trainee(&device);
+
+    let whole = tempfile::tempdir().unwrap();
+    let straight = run(
+        start.clone(),
+        optim(),
+        schedule.scheduler(2),
+        train.clone(),
+        valid.clone(),
+        &plan(whole.path(), 4, None),
+    );
+
+    let split = tempfile::tempdir().unwrap();
+    let first_half = run(
+        start.clone(),
+        optim(),
+        schedule.scheduler(2),
+        train.clone(),
+        valid.clone(),
+        &plan(split.path(), 2, None),
+    );
+    let resumed = run(
+        start.clone(),
+        optim(),
+        schedule.scheduler(2),
+        train,
+        valid,
+        &plan(split.path(), 4, Some(2)),
+    );
+
+    let weights = |t: &Trainee<Cpu>| -> Vec<f32> {
+        let mut v: Vec<f32> = t
+            .phi
+            .lm_head
+            .weight
+            .val()
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        v.extend(
+            t.phi.model.layers[1]
+                .mlp
+                .fc2
+                .weight
+                .val()
+                .into_data()
+                .iter::<f32>(),
+        );
+        v
+    };
+    let initial: Vec<f32> = {
+        let mut v: Vec<f32> = start
+            .phi
+            .lm_head
+            .weight
+            .val()
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        v.extend(
+            start.phi.model.layers[1]
+                .mlp
+                .fc2
+                .weight
+                .val()
+                .into_data()
+                .iter::<f32>(),
+        );
+        v
+    };
+    let (a, b) = (weights(&straight), weights(&resumed));
+    let moved = a
+        .iter()
+        .zip(&initial)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(moved > 1e-3, "training did not move the weights");
+    assert_ne!(
+        weights(&first_half),
+        a,
+        "the first half alone should differ from the whole run"
+    );
+    let d = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        d <= 1e-6,
+        "resumed run differs from the straight run by {d}"
+    );
+}
