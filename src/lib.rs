@@ -37,6 +37,7 @@ pub fn named_config(name: &str) -> Option<PhiConfig> {
         "phi-1-small" | "phi1-small" => Some(phi1::phi_1_small()),
         "phi-1.5" | "phi-1_5" | "phi1_5" => Some(phi1_5::phi_1_5()),
         "phi-2" | "phi2" => Some(phi2::phi_2()),
+        "tiny" => Some(phi1_5::tiny()),
         _ => None,
     }
 }

@@ -161,3 +161,79 @@ fn generate_example_streams_text_and_honours_stop_strings() {
     let streamed = String::from_utf8(run(&["--stop", stop])).unwrap();
     assert_eq!(streamed.trim_end_matches('\n'), cut);
 }
+
+/// `examples/pretrain` in miniature, through its CLI: two steps with a checkpoint after each, then
+/// `--resume` for one more; each run leaves an HF model, a loss curve and a sample.
+#[test]
+fn pretrain_example_trains_checkpoints_and_resumes() {
+    let binary =
+        example_binary().with_file_name(format!("pretrain{}", std::env::consts::EXE_SUFFIX));
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let common = [
+        "--checkpoint-every",
+        "1",
+        "--batch",
+        "1",
+        "--seq-len",
+        "16",
+        "--out",
+        dir,
+    ];
+    let first = Command::new(&binary)
+        .args(["--steps", "2"])
+        .args(common)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("trained 2 steps"), "{stdout}");
+    assert!(stdout.contains("validation loss after step 2"), "{stdout}");
+    for file in [
+        "final/model.safetensors",
+        "final/config.json",
+        "final/tokenizer.json",
+        "loss.svg",
+    ] {
+        assert!(out.path().join(file).is_file(), "{file} missing");
+    }
+    // The final model is a checkpoint phi-zoo (and transformers) can load.
+    phi_zoo::Checkpoint::open(out.path().join("final")).unwrap();
+
+    let resumed = Command::new(&binary)
+        .args(["--steps", "3", "--resume"])
+        .args(common)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        stdout.contains("trained 1 steps"),
+        "resumed after step 2: {stdout}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let refused = Command::new(&binary)
+        .args([
+            "--steps",
+            "1",
+            "--checkpoint-every",
+            "1",
+            "--resume",
+            "--out",
+            empty.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("no complete checkpoint"), "{stderr}");
+}
