@@ -177,7 +177,6 @@ fn mixtures(args: &Args, recipe: &Recipe, tokenizer: &PhiTokenizer) -> Result<(M
 
 /// The newest epoch with a complete checkpoint in `dir/checkpoint`.
 fn newest_checkpoint(dir: &Path) -> Option<usize> {
-    let entries = std::fs::read_dir(dir.join("checkpoint")).ok()?;
     let epochs = |prefix: &str| -> Vec<usize> {
         std::fs::read_dir(dir.join("checkpoint"))
             .into_iter()
@@ -192,7 +191,6 @@ fn newest_checkpoint(dir: &Path) -> Option<usize> {
             })
             .collect()
     };
-    drop(entries);
     let (models, optims, schedulers) = (epochs("model-"), epochs("optim-"), epochs("scheduler-"));
     models
         .into_iter()
