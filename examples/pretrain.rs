@@ -18,15 +18,18 @@ use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
+use burn::tensor::backend::Device;
 use clap::Parser;
 use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
-use phi_zoo::common::train::{Decay, Recipe, Schedule, StepSettings, Trainee};
+use phi_zoo::common::train::{
+    Decay, Recipe, Schedule, StepSettings, Trainee, known_peak_bf16_flops,
+};
 use phi_zoo::datasets::corpora::EmbeddedCorpus;
 use phi_zoo::datasets::{
     Corpus, Mixture, MixtureSource, PrepareOptions, TokenStore, named_mixture, prepare,
 };
 use phi_zoo::training::{RunPlan, run};
-use phi_zoo::{GenerationConfig, Phi, PhiConfig, PhiTokenizer, StoredDType};
+use phi_zoo::{GenerationConfig, Phi, PhiConfig, PhiTokenizer, Sampling, StoredDType};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -70,6 +73,17 @@ struct Args {
     backend: BackendName,
     #[arg(long, default_value = "f32")]
     dtype: FloatType,
+    /// Devices to train on, data parallel through burn-train's multi-device strategy (GPU
+    /// backends: devices 0..N; each reads `--batch × --grad-accum` sequences per step).
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Peak FLOP/s of one device in TFLOP/s, for the MFU metric (default: looked up for the
+    /// NVIDIA card `nvidia-smi` names on the cuda backend; none on CPU).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+    /// Fraction of every `--data` store held out for validation (its final tokens).
+    #[arg(long, default_value_t = 0.05)]
+    held_out: f64,
 }
 
 fn recipe(name: &str) -> Result<Recipe> {
@@ -154,20 +168,18 @@ fn mixtures(args: &Args, recipe: &Recipe, tokenizer: &PhiTokenizer) -> Result<(M
             let weight: f64 = weight
                 .parse()
                 .with_context(|| format!("weight in {spec:?}"))?;
-            let store = Arc::new(TokenStore::open(path)?);
-            // No held-out split of user stores yet: validation reads the same stores in
-            // another order (said in the output).
             train.push(MixtureSource {
                 name: name.into(),
-                store: store.clone(),
-                weight,
-            });
-            valid.push(MixtureSource {
-                name: name.into(),
-                store,
+                store: Arc::new(TokenStore::open(path)?),
                 weight,
             });
         }
+        return Ok(Mixture::split_held_out(
+            train,
+            args.seq_len,
+            args.seed,
+            args.held_out,
+        )?);
     }
     Ok((
         Mixture::new(train, args.seq_len, args.seed)?,
@@ -196,6 +208,20 @@ fn newest_checkpoint(dir: &Path) -> Option<usize> {
         .into_iter()
         .filter(|e| optims.contains(e) && schedulers.contains(e))
         .max()
+}
+
+/// Peak bf16 FLOP/s of GPU 0 as `nvidia-smi` names it, from the known-device table.
+fn gpu_peak_flops() -> Option<f64> {
+    let output = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "--id=0"])
+        .output()
+        .ok()?;
+    let name = String::from_utf8_lossy(&output.stdout);
+    let peak = known_peak_bf16_flops(name.trim());
+    if peak.is_none() {
+        eprintln!("no peak FLOP/s known for {name:?}: pass --peak-tflops for MFU");
+    }
+    peak
 }
 
 /// Mean of the values in one metric log file.
@@ -329,6 +355,7 @@ impl BackendJob for Pretrain {
             StepSettings {
                 grad_clip_norm: recipe.grad_clip_norm,
                 weight_decay: recipe.optimizer.weight_decay,
+                ..Default::default()
             },
         );
         // Adam and AdamW differ only in how decay is applied, and decay is applied by the step
@@ -339,6 +366,22 @@ impl BackendJob for Pretrain {
             .with_epsilon(recipe.optimizer.epsilon as f32)
             .with_weight_decay(0.0)
             .init();
+        let devices: Vec<B::Device> = (0..args.devices)
+            .map(|index| {
+                let mut id = device.to_id();
+                id.index_id = index as u16;
+                <B::Device as Device>::from_id(id)
+            })
+            .collect();
+        let peak_flops = args
+            .peak_tflops
+            .map(|t| t * 1e12)
+            .or_else(|| {
+                (args.backend == BackendName::Cuda)
+                    .then(gpu_peak_flops)
+                    .flatten()
+            })
+            .map(|one| one * args.devices as f64);
         let plan = RunPlan {
             dir: args.out.clone(),
             batch: args.batch,
@@ -348,6 +391,7 @@ impl BackendJob for Pretrain {
             keep: 2,
             valid_batches: 4,
             resume_epoch,
+            peak_flops,
         };
         let started = Instant::now();
         let trained = run(
@@ -357,10 +401,11 @@ impl BackendJob for Pretrain {
             Arc::new(train),
             Arc::new(valid),
             &plan,
+            &devices,
         );
         let seconds = started.elapsed().as_secs_f64();
         let done_steps = args.steps - resume_epoch.unwrap_or(0) * args.checkpoint_every;
-        let tokens = done_steps * args.batch * args.grad_accum * args.seq_len;
+        let tokens = done_steps * args.batch * args.grad_accum * args.seq_len * args.devices;
 
         // The learner logs one loss per micro-batch; report epochs and draw the curve.
         let mut curve = vec![];
@@ -397,13 +442,23 @@ impl BackendJob for Pretrain {
         for (step, loss) in &valid_points {
             println!("  validation loss after step {step}: {loss:.3}");
         }
+        if let Some(peak) = peak_flops {
+            let flops = config.training_flops_per_token(args.seq_len) * tokens as f64 / seconds;
+            println!(
+                "  MFU {:.1}% ({:.2} TFLOP/s of {:.0} peak)",
+                100.0 * flops / peak,
+                flops / 1e12,
+                peak / 1e12
+            );
+        }
         if args.data.is_empty() {
             println!(
                 "  (validation: the last {HELD_OUT_DOCUMENTS} documents of each embedded corpus, held out)"
             );
         } else {
             println!(
-                "  (validation: the same stores in another order; no held-out split of --data yet)"
+                "  (validation: the final {:.0}% of every --data store, held out)",
+                args.held_out * 100.0
             );
         }
         println!(
@@ -412,9 +467,20 @@ impl BackendJob for Pretrain {
             args.out.join("loss.svg").display()
         );
 
-        let prompt = tokenizer.encode("def add(a, b):\n")?;
+        // Sampled, with a repetition penalty: a model this small and this briefly trained
+        // repeats its likeliest token (a newline) when decoded greedily.
+        let prompt_text = "def add(a, b):";
+        let prompt = tokenizer.encode(prompt_text)?;
         let generation = GenerationConfig {
-            max_new_tokens: 32,
+            max_new_tokens: 40,
+            sampling: Some(Sampling {
+                temperature: 0.7,
+                top_k: Some(40),
+                top_p: None,
+                min_p: None,
+            }),
+            repetition_penalty: 1.3,
+            seed: args.seed,
             ..GenerationConfig::for_model(trained.phi.config(), Some(&tokenizer))
         };
         let sample = phi_zoo::generate_text(
@@ -426,7 +492,10 @@ impl BackendJob for Pretrain {
             &device,
             |_| {},
         )?;
-        println!("sample (greedy):\ndef add(a, b):\n{}", sample.text);
+        println!(
+            "sample (temperature 0.7, top-k 40, repetition penalty 1.3):\n{prompt_text}{}",
+            sample.text
+        );
         Ok(())
     }
 }
@@ -446,8 +515,15 @@ fn main() -> Result<()> {
             config.max_position_embeddings
         );
     }
-    if args.steps == 0 || args.checkpoint_every == 0 || args.batch == 0 || args.grad_accum == 0 {
-        bail!("--steps, --checkpoint-every, --batch and --grad-accum must be at least 1");
+    if args.steps == 0
+        || args.checkpoint_every == 0
+        || args.batch == 0
+        || args.grad_accum == 0
+        || args.devices == 0
+    {
+        bail!(
+            "--steps, --checkpoint-every, --batch, --grad-accum and --devices must be at least 1"
+        );
     }
     if args.steps % args.checkpoint_every != 0 {
         bail!("--steps must be a multiple of --checkpoint-every (checkpoints close epochs)");

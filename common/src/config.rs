@@ -108,6 +108,15 @@ impl PhiConfig {
         v * d + self.num_hidden_layers * block + 2 * d + (d * v + v)
     }
 
+    /// Model FLOPs of one training token (forward and backward) at context `seq_len`: six per
+    /// weight that multiplies (every parameter but the embedding table) plus the attention
+    /// products, `6·N + 12·layers·hidden·seq_len` (the PaLM paper's MFU convention).
+    pub fn training_flops_per_token(&self, seq_len: usize) -> f64 {
+        let matmul_weights = self.num_parameters() - self.vocab_size * self.hidden_size;
+        6.0 * matmul_weights as f64
+            + 12.0 * (self.num_hidden_layers * self.hidden_size * seq_len) as f64
+    }
+
     /// Reads a config.json file in any dialect, then validates it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

@@ -25,6 +25,8 @@ pub struct StreamLoader<B: Backend> {
     items: Range<usize>,
     /// The epoch the next `iter()` serves; shared with the copies `to_device` makes.
     next_epoch: Arc<AtomicU64>,
+    /// Serve the same epoch every time (validation: comparable figures, whatever the epoch).
+    repeat: bool,
     device: B::Device,
 }
 
@@ -45,7 +47,22 @@ impl<B: Backend> StreamLoader<B> {
             samples_per_epoch: per_epoch as u64,
             items: 0..per_epoch,
             next_epoch: Arc::new(AtomicU64::new(first_epoch)),
+            repeat: false,
             device,
+        }
+    }
+
+    /// `batches` batches of `batch_size` samples, the same ones (the mixture's first) on every
+    /// `iter()`: a validation set that does not change from epoch to epoch.
+    pub fn repeating(
+        mixture: Arc<Mixture>,
+        batch_size: usize,
+        batches: usize,
+        device: B::Device,
+    ) -> Self {
+        Self {
+            repeat: true,
+            ..Self::new(mixture, batch_size, batches, 0, device)
         }
     }
 
@@ -57,7 +74,11 @@ impl<B: Backend> StreamLoader<B> {
 
 impl<B: Backend> DataLoader<B, LmBatch<B>> for StreamLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<LmBatch<B>> + 'a> {
-        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        let epoch = if self.repeat {
+            self.next_epoch()
+        } else {
+            self.next_epoch.fetch_add(1, Ordering::SeqCst)
+        };
         Box::new(EpochIter {
             loader: self,
             first_sample: epoch * self.samples_per_epoch,
@@ -76,6 +97,7 @@ impl<B: Backend> DataLoader<B, LmBatch<B>> for StreamLoader<B> {
             samples_per_epoch: self.samples_per_epoch,
             items: self.items.clone(),
             next_epoch: self.next_epoch.clone(),
+            repeat: self.repeat,
             device: device.clone(),
         })
     }
@@ -90,6 +112,7 @@ impl<B: Backend> DataLoader<B, LmBatch<B>> for StreamLoader<B> {
             items: from..to,
             // A slice keeps its own count: each device's slice is iterated once per epoch.
             next_epoch: Arc::new(AtomicU64::new(self.next_epoch())),
+            repeat: self.repeat,
             device: self.device.clone(),
         })
     }

@@ -62,6 +62,8 @@ pub struct Mixture {
     /// it in the period.
     schedule: Vec<(usize, u64)>,
     windows: Vec<u64>,
+    /// Index of each source's first window (non-zero for the held-out part of a split).
+    first_window: Vec<u64>,
 }
 
 impl Mixture {
@@ -102,8 +104,43 @@ impl Mixture {
             seed,
             shares,
             schedule,
+            first_window: vec![0; windows.len()],
             windows,
         })
+    }
+
+    /// A training mixture and a validation mixture over the same sources and weights: the last
+    /// `held_out` fraction of every source's windows (at least one; its final tokens) goes to
+    /// validation only, the rest to training only. The validation mixture draws with `seed + 1`.
+    pub fn split_held_out(
+        sources: Vec<MixtureSource>,
+        seq_len: usize,
+        seed: u64,
+        held_out: f64,
+    ) -> Result<(Self, Self)> {
+        if !(held_out > 0.0 && held_out < 1.0) {
+            return Err(DataError::Invalid(format!(
+                "held-out fraction {held_out} is not between 0 and 1"
+            )));
+        }
+        let mut train = Self::new(sources, seq_len, seed)?;
+        let mut valid = train.clone();
+        valid.seed = seed.wrapping_add(1);
+        for (i, &count) in train.windows.clone().iter().enumerate() {
+            if count < 2 {
+                return Err(DataError::Invalid(format!(
+                    "source `{}` ({}) holds one window of {} tokens: too few to hold any out",
+                    train.sources[i].name,
+                    train.sources[i].store.path().display(),
+                    seq_len + 1
+                )));
+            }
+            let kept = count - ((count as f64 * held_out).round() as u64).clamp(1, count - 1);
+            train.windows[i] = kept;
+            valid.windows[i] = count - kept;
+            valid.first_window[i] = kept;
+        }
+        Ok((train, valid))
     }
 
     pub fn sources(&self) -> &[MixtureSource] {
@@ -124,7 +161,7 @@ impl Mixture {
         self.shares.iter().map(|&s| s as f64 / period).collect()
     }
 
-    /// Windows of `seq_len + 1` tokens in each source.
+    /// Windows of `seq_len + 1` tokens each source serves.
     pub fn windows(&self) -> &[u64] {
         &self.windows
     }
@@ -141,7 +178,7 @@ impl Mixture {
         let key = mix(self.seed ^ mix(source as u64 ^ mix(pass)));
         SampleLocation {
             source,
-            window: Permutation::new(count, key).apply(within),
+            window: self.first_window[source] + Permutation::new(count, key).apply(within),
             pass,
         }
     }
@@ -216,5 +253,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_held_out_split_serves_disjoint_windows_of_every_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources: Vec<MixtureSource> = [("a", 50u32, 0.3), ("b", 90, 0.7)]
+            .into_iter()
+            .map(|(name, tokens, weight)| {
+                let path = dir.path().join(name);
+                let mut writer = crate::StoreWriter::create(&path, 100, 99).unwrap();
+                writer
+                    .push_document(&(0..tokens).collect::<Vec<_>>())
+                    .unwrap();
+                writer.finish("t".into(), vec![], 0).unwrap();
+                MixtureSource {
+                    name: name.into(),
+                    store: Arc::new(TokenStore::open(&path).unwrap()),
+                    weight,
+                }
+            })
+            .collect();
+        let whole = Mixture::new(sources.clone(), 4, 7).unwrap();
+        let (train, valid) = Mixture::split_held_out(sources, 4, 7, 0.2).unwrap();
+        for source in 0..2 {
+            assert_eq!(
+                train.windows()[source] + valid.windows()[source],
+                whole.windows()[source]
+            );
+            assert!(valid.windows()[source] >= 1);
+        }
+        let windows = |m: &Mixture, source: usize| -> std::collections::BTreeSet<u64> {
+            (0..400)
+                .map(|i| m.locate(i))
+                .filter(|at| at.source == source)
+                .map(|at| at.window)
+                .collect()
+        };
+        for source in 0..2 {
+            let (t, v) = (windows(&train, source), windows(&valid, source));
+            assert_eq!(t.len() as u64, train.windows()[source]);
+            assert_eq!(v.len() as u64, valid.windows()[source]);
+            assert!(t.iter().all(|w| *w < train.windows()[source]));
+            assert!(v.iter().all(|w| *w >= train.windows()[source]));
+        }
+        assert!(Mixture::split_held_out(vec![], 4, 7, 1.5).is_err());
     }
 }

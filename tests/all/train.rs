@@ -80,6 +80,7 @@ fn train_steps_lower_the_loss_of_a_fixture_model() {
     let settings = StepSettings {
         grad_clip_norm: Some(1.0),
         weight_decay: 0.1,
+        ..Default::default()
     };
     let mut model = Trainee::new(phi, settings);
     let rows = &reference.ids;
@@ -303,6 +304,7 @@ fn tiny_trainee(device: &burn::backend::flex::FlexDevice) -> Trainee<Train> {
         StepSettings {
             grad_clip_norm: Some(1.0),
             weight_decay: 0.1,
+            ..Default::default()
         },
     )
 }
@@ -361,6 +363,7 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
         keep: 3,
         valid_batches: 1,
         resume_epoch,
+        peak_flops: Some(1e12),
     };
     let start = tiny_trainee(&device);
 
@@ -372,6 +375,7 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
         train.clone(),
         valid.clone(),
         &plan(whole.path(), 4, None),
+        &[],
     );
 
     let split = tempfile::tempdir().unwrap();
@@ -382,6 +386,7 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
         train.clone(),
         valid.clone(),
         &plan(split.path(), 2, None),
+        &[],
     );
     let resumed = run(
         start.clone(),
@@ -390,6 +395,7 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
         train,
         valid,
         &plan(split.path(), 4, Some(2)),
+        &[],
     );
 
     let weights = |t: &Trainee<Cpu>| -> Vec<f32> {
@@ -453,4 +459,109 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
         d <= 1e-6,
         "resumed run differs from the straight run by {d}"
     );
+
+    // Every micro-batch's loss, as the learner logged it, is the same in both runs.
+    let losses = |dir: &std::path::Path, part: &str| -> Vec<f64> {
+        (1..=4)
+            .flat_map(|epoch| logged(&dir.join(format!("{part}/epoch-{epoch}/Loss.log"))))
+            .collect()
+    };
+    for part in ["train", "valid"] {
+        let (a, b) = (losses(whole.path(), part), losses(split.path(), part));
+        assert_eq!(
+            a.len(),
+            if part == "train" { 16 } else { 4 },
+            "{part} losses"
+        );
+        assert_eq!(a.len(), b.len());
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-6, "{part} loss {step}: {x} vs {y}");
+        }
+    }
+    // The other metrics are logged too (file names have `_` for spaces), MFU included when a
+    // peak is given.
+    for metric in ["Perplexity", "Learning_Rate", "Tokens_per_second", "MFU"] {
+        let values = logged(&whole.path().join(format!("train/epoch-1/{metric}.log")));
+        assert_eq!(values.len(), 4, "{metric}");
+    }
+    let lr = logged(&whole.path().join("train/epoch-1/Learning_Rate.log"));
+    assert!(lr[0] > 0.0 && lr[0] <= 3e-3, "learning rate {lr:?}");
+    // The last 3 checkpoints are kept, and the best validation epoch besides.
+    let kept: Vec<String> = std::fs::read_dir(whole.path().join("checkpoint"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("model-"))
+        .collect();
+    assert!(kept.contains(&"model-4.mpk".to_string()), "{kept:?}");
+    assert!(!kept.is_empty() && kept.len() <= 4, "{kept:?}");
+}
+
+/// The first column of a burn-train metric log.
+fn logged(path: &std::path::Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn data_parallel_training_runs_through_burns_multi_device_strategy() {
+    use phi_zoo::common::train::{Decay, Schedule};
+    use phi_zoo::datasets::{Mixture, MixtureSource};
+    use phi_zoo::training::{RunPlan, run};
+
+    // Two "devices" that are the same CPU: the multi-device path (split loaders, gradients
+    // gathered on the first device, one optimizer step) runs as it would on two GPUs.
+    let device: burn::backend::flex::FlexDevice = Default::default();
+    let data = tempfile::tempdir().unwrap();
+    let source = MixtureSource {
+        name: "code".into(),
+        store: store(data.path(), "code", 4000, 7),
+        weight: 1.0,
+    };
+    let (train, valid) = Mixture::split_held_out(vec![source], 16, 1, 0.1).unwrap();
+    let schedule = Schedule {
+        peak: 3e-3,
+        warmup_steps: 0,
+        decay: Decay::Constant,
+        total_steps: 3,
+        final_fraction: 1.0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let start = tiny_trainee(&device);
+    let trained = run(
+        start.clone(),
+        AdamWConfig::new()
+            .with_weight_decay(0.0)
+            .init::<Train, Trainee<Train>>(),
+        schedule.scheduler(1),
+        std::sync::Arc::new(train),
+        std::sync::Arc::new(valid),
+        &RunPlan {
+            dir: dir.path().to_path_buf(),
+            batch: 2,
+            grad_accum: 1,
+            steps_per_epoch: 3,
+            epochs: 1,
+            keep: 1,
+            valid_batches: 1,
+            resume_epoch: None,
+            peak_flops: None,
+        },
+        &[device, device],
+    );
+    // One loss per micro-batch per device: 3 steps × 2 devices.
+    assert_eq!(logged(&dir.path().join("train/epoch-1/Loss.log")).len(), 6);
+    let before: Vec<f32> = start.phi.lm_head.weight.val().into_data().iter().collect();
+    let after: Vec<f32> = trained
+        .phi
+        .lm_head
+        .weight
+        .val()
+        .into_data()
+        .iter()
+        .collect();
+    assert!(after.iter().all(|v| v.is_finite()));
+    assert_ne!(before, after, "the optimizer stepped");
 }

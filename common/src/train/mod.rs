@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod loss;
+pub mod metrics;
 pub mod recipe;
 pub mod regularize;
 pub mod schedule;
@@ -11,7 +12,8 @@ pub mod trainee;
 
 pub use batch::LmBatch;
 pub use loss::lm_loss;
+pub use metrics::{PerplexityOfLoss, TokenRate, known_peak_bf16_flops};
 pub use recipe::{OptimizerKind, OptimizerSpec, Recipe};
 pub use schedule::{Decay, PhiLrScheduler, Schedule};
-pub use step::LmStepOutput;
+pub use step::{LmStepFigures, LmStepOutput};
 pub use trainee::{StepSettings, Trainee};

@@ -38,8 +38,25 @@ pub fn clip_grad_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     norm
 }
 
+/// Multiplies every gradient by `factor` (accumulated micro-batch gradients are summed; scaling
+/// by 1/count makes them the gradient of the mean loss).
+pub fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    factor: f64,
+) {
+    if factor != 1.0 {
+        module.visit(&mut Scale::<B> {
+            grads,
+            factor,
+            _backend: std::marker::PhantomData,
+        });
+    }
+}
+
 /// Decoupled weight decay, `p ← p·(1 − lr·decay)`, on parameters of rank 2 and above (linear
-/// weights, the embedding); biases and LayerNorm parameters are left alone.
+/// weights, the embedding); biases and LayerNorm parameters are left alone, and so are frozen
+/// parameters (those not requiring gradients, such as a LoRA run's base weights).
 pub fn decay_weight_matrices<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: M,
     lr: f64,
@@ -94,7 +111,7 @@ struct MatrixDecay {
 
 impl<B: AutodiffBackend> ModuleMapper<B> for MatrixDecay {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if D < 2 {
+        if D < 2 || !param.is_require_grad() {
             return param;
         }
         let factor = self.factor;

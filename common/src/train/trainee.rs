@@ -10,16 +10,30 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use crate::model::Phi;
 use crate::train::batch::LmBatch;
-use crate::train::regularize::{clip_grad_global_norm, decay_weight_matrices};
+use crate::train::regularize::{clip_grad_global_norm, decay_weight_matrices, scale_grads};
 use crate::train::step::LmStepOutput;
 
-/// Clipping and decay applied around every optimizer step.
+/// Scaling, clipping and decay applied around every optimizer step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepSettings {
     /// Global-norm clipping threshold; `None`: no clipping.
     pub grad_clip_norm: Option<f64>,
     /// Decoupled weight decay on weight matrices (the optimizer itself gets none).
     pub weight_decay: f64,
+    /// Factor on the gradients before clipping: burn-train sums the gradients of accumulated
+    /// micro-batches (and of devices), so a run sets 1 / (accumulation × devices) to step on the
+    /// gradient of the mean loss.
+    pub grad_scale: f64,
+}
+
+impl Default for StepSettings {
+    fn default() -> Self {
+        Self {
+            grad_clip_norm: None,
+            weight_decay: 0.0,
+            grad_scale: 1.0,
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -51,6 +65,7 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
         Self: AutodiffModule<AB>,
     {
         let settings = self.settings;
+        scale_grads::<AB, Self>(&self, &mut grads, settings.grad_scale);
         if let Some(max_norm) = settings.grad_clip_norm {
             clip_grad_global_norm::<AB, Self>(&self, &mut grads, max_norm);
         }
