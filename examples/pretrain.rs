@@ -51,8 +51,13 @@ struct Args {
     /// Sequences per micro-batch.
     #[arg(long, default_value_t = 6)]
     batch: usize,
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
+    /// Micro-batches per optimizer step (default: 1 for `tiny`; otherwise as many as reach the
+    /// recipe's global batch in tokens over `--batch × --seq-len × --devices`).
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    /// `--grad-accum` as resolved.
+    #[arg(skip)]
+    accum: usize,
     /// Optimizer steps in all.
     #[arg(long, default_value_t = 60)]
     steps: usize,
@@ -341,7 +346,7 @@ impl BackendJob for Pretrain {
             config.num_parameters() as f64 / 1e6,
             args.steps,
             args.batch,
-            args.grad_accum,
+            args.accum,
             args.seq_len,
             args.checkpoint_every,
             resume_epoch
@@ -385,7 +390,7 @@ impl BackendJob for Pretrain {
         let plan = RunPlan {
             dir: args.out.clone(),
             batch: args.batch,
-            grad_accum: args.grad_accum,
+            grad_accum: args.accum,
             steps_per_epoch: args.checkpoint_every,
             epochs,
             keep: 2,
@@ -397,7 +402,7 @@ impl BackendJob for Pretrain {
         let trained = run(
             trainee,
             optim,
-            schedule.scheduler(args.grad_accum),
+            schedule.scheduler(args.accum),
             Arc::new(train),
             Arc::new(valid),
             &plan,
@@ -405,7 +410,7 @@ impl BackendJob for Pretrain {
         );
         let seconds = started.elapsed().as_secs_f64();
         let done_steps = args.steps - resume_epoch.unwrap_or(0) * args.checkpoint_every;
-        let tokens = done_steps * args.batch * args.grad_accum * args.seq_len * args.devices;
+        let tokens = done_steps * args.batch * args.accum * args.seq_len * args.devices;
 
         // The learner logs one loss per micro-batch; report epochs and draw the curve.
         let mut curve = vec![];
@@ -422,7 +427,7 @@ impl BackendJob for Pretrain {
                 valid_points.push((epoch * args.checkpoint_every, mean));
             }
         }
-        let points_per_step = args.grad_accum as f64;
+        let points_per_step = args.accum as f64;
         write_svg(
             &args.out.join("loss.svg"),
             &curve,
@@ -501,7 +506,7 @@ impl BackendJob for Pretrain {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     let recipe = recipe(&args.recipe)?;
     let mut config = phi_zoo::named_config(&args.config)
         .with_context(|| format!("unknown config {:?}", args.config))?;
@@ -515,10 +520,19 @@ fn main() -> Result<()> {
             config.max_position_embeddings
         );
     }
+    args.accum = args.grad_accum.unwrap_or_else(|| {
+        if args.config == "tiny" {
+            1
+        } else {
+            recipe
+                .global_batch_tokens
+                .div_ceil(args.batch.max(1) * args.seq_len.max(1) * args.devices.max(1))
+        }
+    });
     if args.steps == 0
         || args.checkpoint_every == 0
         || args.batch == 0
-        || args.grad_accum == 0
+        || args.accum == 0
         || args.devices == 0
     {
         bail!(
