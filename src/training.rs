@@ -11,12 +11,15 @@ mod epoch_logger;
 pub use epoch_line::EpochLineRenderer;
 pub use epoch_logger::EpochLogger;
 
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use burn::data::dataloader::DataLoader;
 use burn::lr_scheduler::LrScheduler;
-use burn::module::Module;
+use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
+use burn::prelude::*;
 use burn::record::DefaultRecorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::{
@@ -25,8 +28,9 @@ use burn::train::checkpoint::{
 use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
-use phi_zoo_common::train::{PerplexityOfLoss, TokenRate, Trainee};
-use phi_zoo_datasets::{Mixture, StreamLoader};
+use burn::train::{InferenceStep, TrainStep};
+use phi_zoo_common::train::{LmBatch, LmStepOutput, LmTrainee, PerplexityOfLoss, TokenRate};
+use phi_zoo_datasets::{Mixture, SampleStream, StreamLoader};
 
 /// How a run walks its data and when it checkpoints.
 #[derive(Debug, Clone)]
@@ -49,50 +53,148 @@ pub struct RunPlan {
     pub peak_flops: Option<f64>,
 }
 
-/// Trains `trainee` as `plan` says and returns the trained inference model. With several
-/// `devices`, burn-train's multi-device strategy runs data parallel: each optimizer step reads
-/// `batch × grad_accum` sequences on every device, and the optimizer runs on the first. With
-/// none, the run stays on the trainee's device.
-pub fn run<B, O, S>(
-    mut trainee: Trainee<B>,
+/// The batches a run trains and validates on, already cut into epochs.
+pub struct RunData<B: AutodiffBackend> {
+    pub train: Arc<dyn DataLoader<B, LmBatch<B>>>,
+    pub valid: Arc<dyn DataLoader<B::InnerBackend, LmBatch<B::InnerBackend>>>,
+    /// Positions per sequence (for the FLOPs of a token).
+    pub seq_len: usize,
+}
+
+impl RunPlan {
+    /// Micro-batches in one epoch over all `devices`.
+    pub fn micro_batches_per_epoch(&self, devices: usize) -> usize {
+        self.steps_per_epoch * self.grad_accum * devices.max(1)
+    }
+
+    /// The epoch a run starts in (0 for a fresh run).
+    pub fn first_epoch(&self) -> u64 {
+        self.resume_epoch.unwrap_or(0) as u64
+    }
+}
+
+impl<B: AutodiffBackend> RunData<B> {
+    /// Epochs that walk the `train` stream (epoch k: samples k·E .. (k+1)·E), and the same
+    /// `plan.valid_batches` batches of `valid` at every validation: a mixture's windows for
+    /// pretraining, a `FinetuneSet`'s examples for fine-tuning. `seq_len`: the longest sequence.
+    pub fn streams<S: SampleStream>(
+        train: Arc<S>,
+        valid: Arc<S>,
+        seq_len: usize,
+        plan: &RunPlan,
+        devices: usize,
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            train: Arc::new(StreamLoader::<B, S>::new(
+                train,
+                plan.batch,
+                plan.micro_batches_per_epoch(devices),
+                plan.first_epoch(),
+                device.clone(),
+            )),
+            valid: Arc::new(StreamLoader::<B::InnerBackend, S>::repeating(
+                valid,
+                plan.batch,
+                plan.valid_batches.max(1),
+                device.clone(),
+            )),
+            seq_len,
+        }
+    }
+}
+
+/// `run_with` on mixtures: pretraining.
+pub fn run<B, M, O, S>(
+    trainee: M,
     optim: O,
     scheduler: S,
     train: Arc<Mixture>,
     valid: Arc<Mixture>,
     plan: &RunPlan,
     devices: &[B::Device],
-) -> Trainee<B::InnerBackend>
+) -> M::InnerModule
 where
     B: AutodiffBackend,
-    O: Optimizer<Trainee<B>, B> + 'static,
+    M: Trained<B>,
+    M::InnerModule: Validated<B::InnerBackend>,
+    O: Optimizer<M, B> + 'static,
+    S: LrScheduler + 'static,
+{
+    let device = devices
+        .first()
+        .cloned()
+        .unwrap_or_else(|| trainee.phi().devices()[0].clone());
+    let seq_len = train.seq_len();
+    let data = RunData::streams(train, valid, seq_len, plan, devices.len(), &device);
+    run_with(trainee, optim, scheduler, data, plan, devices)
+}
+
+/// A module burn-train's learner can train here: a language-model step over `LmBatch`.
+pub trait Trained<B: AutodiffBackend>:
+    TrainStep<Input = LmBatch<B>, Output = LmStepOutput<B>>
+    + AutodiffModule<B>
+    + LmTrainee<B>
+    + Display
+    + 'static
+{
+}
+
+impl<B, M> Trained<B> for M
+where
+    B: AutodiffBackend,
+    M: TrainStep<Input = LmBatch<B>, Output = LmStepOutput<B>>
+        + AutodiffModule<B>
+        + LmTrainee<B>
+        + Display
+        + 'static,
+{
+}
+
+/// The validation side of a `Trained` module.
+pub trait Validated<B: Backend>:
+    InferenceStep<Input = LmBatch<B>, Output = LmStepOutput<B>> + Module<B> + 'static
+{
+}
+
+impl<B, M> Validated<B> for M
+where
+    B: Backend,
+    M: InferenceStep<Input = LmBatch<B>, Output = LmStepOutput<B>> + Module<B> + 'static,
+{
+}
+
+/// Trains `trainee` on `data` as `plan` says and returns the trained inference module. With
+/// several `devices`, burn-train's multi-device strategy runs data parallel: each optimizer step
+/// reads `batch × grad_accum` sequences on every device (`data` must be cut for that many), and the
+/// optimizer runs on the first. With none, the run stays on the trainee's device.
+pub fn run_with<B, M, O, S>(
+    mut trainee: M,
+    optim: O,
+    scheduler: S,
+    data: RunData<B>,
+    plan: &RunPlan,
+    devices: &[B::Device],
+) -> M::InnerModule
+where
+    B: AutodiffBackend,
+    M: Trained<B>,
+    M::InnerModule: Validated<B::InnerBackend>,
+    O: Optimizer<M, B> + 'static,
     S: LrScheduler + 'static,
 {
     let devices = match devices {
-        [] => trainee.phi.devices()[..1].to_vec(),
+        [] => trainee.phi().devices()[..1].to_vec(),
         some => some.to_vec(),
     };
     let device = devices[0].clone();
     // The learner sums the gradients of all micro-batches of a step, on all devices.
-    trainee.settings.grad_scale = 1.0 / (plan.grad_accum * devices.len()) as f64;
+    trainee.settings_mut().grad_scale = 1.0 / (plan.grad_accum * devices.len()) as f64;
     let flops_per_token = trainee
-        .phi
+        .phi()
         .config()
-        .training_flops_per_token(train.seq_len());
-    let micro_batches = plan.steps_per_epoch * plan.grad_accum * devices.len();
-    let first_epoch = plan.resume_epoch.unwrap_or(0) as u64;
-    let train_loader = StreamLoader::<B>::new(
-        train,
-        plan.batch,
-        micro_batches,
-        first_epoch,
-        device.clone(),
-    );
-    let valid_loader = StreamLoader::<B::InnerBackend>::repeating(
-        valid,
-        plan.batch,
-        plan.valid_batches.max(1),
-        device.clone(),
-    );
+        .training_flops_per_token(data.seq_len);
+    let first_epoch = plan.first_epoch();
     let valid_loss = LossMetric::<B::InnerBackend>::new();
     let checkpoints = ComposedCheckpointingStrategy::builder()
         .add(KeepLastNCheckpoints::new(plan.keep.max(1)))
@@ -108,21 +210,20 @@ where
     } else {
         ExecutionStrategy::single(device)
     };
-    let mut training =
-        SupervisedTraining::new(&plan.dir, Arc::new(train_loader), Arc::new(valid_loader))
-            .metric_train_numeric(LossMetric::<B>::new())
-            .metric_train_numeric(PerplexityOfLoss::new())
-            .metric_train_numeric(LearningRateMetric::new())
-            .metric_train_numeric(TokenRate::tokens_per_second())
-            .metric_valid_numeric(valid_loss)
-            .metric_valid_numeric(PerplexityOfLoss::new())
-            .with_file_checkpointer(DefaultRecorder::new())
-            .with_checkpointing_strategy(checkpoints)
-            .with_training_strategy(execution.into())
-            .num_epochs(plan.epochs)
-            .with_metric_logger(EpochLogger::new(&plan.dir, first_epoch as usize + 1))
-            .renderer(EpochLineRenderer::default())
-            .with_application_logger(None);
+    let mut training = SupervisedTraining::new(&plan.dir, data.train, data.valid)
+        .metric_train_numeric(LossMetric::<B>::new())
+        .metric_train_numeric(PerplexityOfLoss::new())
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_train_numeric(TokenRate::tokens_per_second())
+        .metric_valid_numeric(valid_loss)
+        .metric_valid_numeric(PerplexityOfLoss::new())
+        .with_file_checkpointer(DefaultRecorder::new())
+        .with_checkpointing_strategy(checkpoints)
+        .with_training_strategy(execution.into())
+        .num_epochs(plan.epochs)
+        .with_metric_logger(EpochLogger::new(&plan.dir, first_epoch as usize + 1))
+        .renderer(EpochLineRenderer::default())
+        .with_application_logger(None);
     if let Some(peak) = plan.peak_flops {
         training = training
             .metric_train_numeric(TokenRate::model_flops_utilization(flops_per_token, peak));

@@ -7,7 +7,7 @@ use burn::tensor::FloatDType;
 use burn::tensor::activation::softmax;
 
 use crate::cache::LayerCache;
-use crate::linear::forward_rows;
+use crate::lora::{LayerAdapters, project};
 use crate::positions::Positions;
 use crate::rotary::PartialRotary;
 
@@ -29,20 +29,38 @@ pub struct PhiAttention<B: Backend> {
 impl<B: Backend> PhiAttention<B> {
     /// `x: [batch, seq, hidden]` at `positions` → `[batch, seq, hidden]`. With a cache, the new
     /// keys and values are stored at slots `positions.start..` and attention covers every slot so
-    /// far; without one, `positions.start` is 0.
+    /// far; without one, `positions.start` is 0. `adapters` add LoRA updates to the projections.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rotary: &PartialRotary<B>,
         positions: &Positions<B>,
         cache: Option<&mut LayerCache<B>>,
+        adapters: Option<&LayerAdapters<B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let heads =
             |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]).swap_dims(1, 2);
-        let mut q = heads(forward_rows(&self.q_proj, x.clone()), self.num_heads);
-        let mut k = heads(forward_rows(&self.k_proj, x.clone()), self.num_kv_heads);
-        let v = heads(forward_rows(&self.v_proj, x), self.num_kv_heads);
+        let mut q = heads(
+            project(
+                &self.q_proj,
+                adapters.and_then(|a| a.q_proj.as_ref()),
+                x.clone(),
+            ),
+            self.num_heads,
+        );
+        let mut k = heads(
+            project(
+                &self.k_proj,
+                adapters.and_then(|a| a.k_proj.as_ref()),
+                x.clone(),
+            ),
+            self.num_kv_heads,
+        );
+        let v = heads(
+            project(&self.v_proj, adapters.and_then(|a| a.v_proj.as_ref()), x),
+            self.num_kv_heads,
+        );
         if let (Some(qn), Some(kn)) = (&self.q_layernorm, &self.k_layernorm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -81,7 +99,7 @@ impl<B: Backend> PhiAttention<B> {
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden]);
-        forward_rows(&self.dense, out)
+        project(&self.dense, adapters.and_then(|a| a.dense.as_ref()), out)
     }
 
     /// Key/value heads serve `num_heads / num_kv_heads` consecutive query heads each.

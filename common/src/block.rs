@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use crate::attention::PhiAttention;
 use crate::cache::LayerCache;
+use crate::lora::LayerAdapters;
 use crate::mlp::PhiMlp;
 use crate::positions::Positions;
 use crate::rotary::PartialRotary;
@@ -25,10 +26,13 @@ impl<B: Backend> PhiDecoderLayer<B> {
         rotary: &PartialRotary<B>,
         positions: &Positions<B>,
         cache: Option<&mut LayerCache<B>>,
+        adapters: Option<&LayerAdapters<B>>,
     ) -> Tensor<B, 3> {
         let x = self.input_layernorm.forward(h.clone());
-        let attn = self.self_attn.forward(x.clone(), rotary, positions, cache);
-        let mlp = self.mlp.forward(x);
+        let attn = self
+            .self_attn
+            .forward(x.clone(), rotary, positions, cache, adapters);
+        let mlp = self.mlp.forward(x, adapters);
         h + self.resid_dropout.forward(attn) + self.resid_dropout.forward(mlp)
     }
 }

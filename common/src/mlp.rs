@@ -4,7 +4,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::linear::forward_rows;
+use crate::lora::{LayerAdapters, project};
 
 #[derive(Module, Debug)]
 pub struct PhiMlp<B: Backend> {
@@ -13,9 +13,14 @@ pub struct PhiMlp<B: Backend> {
 }
 
 impl<B: Backend> PhiMlp<B> {
-    /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        forward_rows(&self.fc2, gelu_new(forward_rows(&self.fc1, x)))
+    /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`, with the LoRA updates of `adapters`.
+    pub fn forward(&self, x: Tensor<B, 3>, adapters: Option<&LayerAdapters<B>>) -> Tensor<B, 3> {
+        let fc1 = project(&self.fc1, adapters.and_then(|a| a.fc1.as_ref()), x);
+        project(
+            &self.fc2,
+            adapters.and_then(|a| a.fc2.as_ref()),
+            gelu_new(fc1),
+        )
     }
 }
 

@@ -14,6 +14,7 @@ use crate::cache::KvCache;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
 use crate::linear::{forward_2d, forward_rows};
+use crate::lora::PhiAdapters;
 use crate::mlp::PhiMlp;
 use crate::params::Part;
 use crate::positions::Positions;
@@ -119,6 +120,20 @@ impl<B: Backend> Phi<B> {
         &self.config
     }
 
+    /// The same weights with other dropout rates (a training recipe's, or none for exact runs);
+    /// the config records them, so an export says what the model was trained with.
+    pub fn with_dropout(mut self, attention: f64, resid: f64, embd: f64) -> Self {
+        self.config.attention_dropout = attention;
+        self.config.resid_pdrop = resid;
+        self.config.embd_pdrop = embd;
+        self.model.embed_dropout = DropoutConfig::new(embd).init();
+        for layer in &mut self.model.layers {
+            layer.self_attn.attention_dropout = DropoutConfig::new(attention).init();
+            layer.resid_dropout = DropoutConfig::new(resid).init();
+        }
+        self
+    }
+
     /// Logits for every position, `[batch, seq] → [batch, seq, vocab]`, always in f32.
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
         let hidden = self.forward_hidden(input_ids)?;
@@ -130,7 +145,26 @@ impl<B: Backend> Phi<B> {
     pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
         let [_, seq] = input_ids.dims();
         self.check_positions(0, seq)?;
-        Ok(self.body(input_ids, 0, None))
+        Ok(self.body(input_ids, 0, None, None))
+    }
+
+    /// `forward` with LoRA `adapters` added to the projections they target.
+    pub fn forward_adapted(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        adapters: &PhiAdapters<B>,
+    ) -> Result<Tensor<B, 3>> {
+        let [_, seq] = input_ids.dims();
+        self.check_positions(0, seq)?;
+        if adapters.layers.len() != self.model.layers.len() {
+            return Err(PhiError::Input(format!(
+                "adapters for {} layers given to a model of {}",
+                adapters.layers.len(),
+                self.model.layers.len()
+            )));
+        }
+        let hidden = self.body(input_ids, 0, None, Some(adapters));
+        Ok(forward_rows(&self.lm_head, hidden).cast(FloatDType::F32))
     }
 
     /// Logits for new positions `cache.len()..` given everything the cache holds, then records
@@ -181,7 +215,7 @@ impl<B: Backend> Phi<B> {
             )));
         }
         self.check_positions(start, seq)?;
-        let hidden = self.body(input_ids, start, Some(cache));
+        let hidden = self.body(input_ids, start, Some(cache), None);
         cache.advance(seq);
         Ok(hidden)
     }
@@ -209,6 +243,7 @@ impl<B: Backend> Phi<B> {
         input_ids: Tensor<B, 2, Int>,
         start: usize,
         mut cache: Option<&mut KvCache<B>>,
+        adapters: Option<&PhiAdapters<B>>,
     ) -> Tensor<B, 3> {
         let body = &self.model;
         let [_, seq] = input_ids.dims();
@@ -220,7 +255,8 @@ impl<B: Backend> Phi<B> {
             .forward(body.embed_tokens.forward(input_ids));
         for (i, layer) in body.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            h = layer.forward(h, &body.rotary, &positions, layer_cache);
+            let layer_adapters = adapters.map(|a| &a.layers[i]);
+            h = layer.forward(h, &body.rotary, &positions, layer_cache, layer_adapters);
         }
         body.final_layernorm.forward(h)
     }

@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod corpora;
 pub mod error;
+pub mod finetune;
 pub mod loader;
 pub mod mixture;
 pub mod permutation;
@@ -15,7 +16,8 @@ pub mod store;
 
 pub use batch::{LmBatch, LmBatcher, MixtureDataset, TokenWindow};
 pub use error::{DataError, Result};
-pub use loader::StreamLoader;
+pub use finetune::{FinetuneExample, FinetuneFormat, FinetuneReport, FinetuneSet};
+pub use loader::{SampleStream, StreamLoader};
 pub use mixture::{Mixture, MixtureSource, SampleLocation, named_mixture};
 pub use prepare::{PrepareOptions, PrepareReport, prepare, tokenizer_sha256};
 pub use reader::{Corpus, CorpusFormat, OnMalformed, ReadReport};

@@ -1,8 +1,9 @@
-//! A data loader for burn's learner that walks a mixture's stream instead of repeating a dataset.
+//! A data loader for burn's learner that walks an endless stream of samples (a mixture's
+//! windows, or fine-tuning examples in shuffled passes) instead of repeating a dataset.
 //!
 //! burn-train checkpoints once per epoch and re-iterates its loader every epoch, so a training run
 //! makes an "epoch" a fixed number of optimizer steps. This loader serves epoch `k` the samples
-//! `k·E .. (k+1)·E` of the mixture (`E` samples per epoch), so every epoch reads new data, and a
+//! `k·E .. (k+1)·E` of the stream (`E` samples per epoch), so every epoch reads new data, and a
 //! run resumed at epoch `k` reads exactly what the uninterrupted run would have.
 
 use std::ops::Range;
@@ -17,8 +18,30 @@ use crate::batch::{LmBatcher, TokenWindow};
 use crate::mixture::Mixture;
 use phi_zoo_common::train::LmBatch;
 
-pub struct StreamLoader<B: Backend> {
-    mixture: Arc<Mixture>,
+/// An endless, deterministic sequence of training samples, batched on request.
+pub trait SampleStream: Send + Sync + 'static {
+    /// The samples `indices` of the stream as one batch on `device`.
+    fn batch<B: Backend>(&self, indices: Range<u64>, device: &B::Device) -> LmBatch<B>;
+}
+
+impl SampleStream for Mixture {
+    fn batch<B: Backend>(&self, indices: Range<u64>, device: &B::Device) -> LmBatch<B> {
+        let windows = indices
+            .map(|index| {
+                // Stores are validated when opened and immutable, and every index maps to an
+                // existing window: nothing here can fail that `Mixture::new` did not check.
+                let tokens = self
+                    .get(index)
+                    .expect("a mixture sample is always readable");
+                TokenWindow { index, tokens }
+            })
+            .collect();
+        LmBatcher.batch(windows, device)
+    }
+}
+
+pub struct StreamLoader<B: Backend, S: SampleStream = Mixture> {
+    stream: Arc<S>,
     batch_size: usize,
     samples_per_epoch: u64,
     /// Which samples of each epoch this loader serves (all, unless sliced across devices).
@@ -30,11 +53,11 @@ pub struct StreamLoader<B: Backend> {
     device: B::Device,
 }
 
-impl<B: Backend> StreamLoader<B> {
+impl<B: Backend, S: SampleStream> StreamLoader<B, S> {
     /// Epochs of `batches_per_epoch` batches of `batch_size` samples, the first being `first_epoch`
     /// (0 for a new run; the epoch after the checkpoint for a resumed one).
     pub fn new(
-        mixture: Arc<Mixture>,
+        stream: Arc<S>,
         batch_size: usize,
         batches_per_epoch: usize,
         first_epoch: u64,
@@ -42,7 +65,7 @@ impl<B: Backend> StreamLoader<B> {
     ) -> Self {
         let per_epoch = batch_size.max(1) * batches_per_epoch;
         Self {
-            mixture,
+            stream,
             batch_size: batch_size.max(1),
             samples_per_epoch: per_epoch as u64,
             items: 0..per_epoch,
@@ -52,17 +75,12 @@ impl<B: Backend> StreamLoader<B> {
         }
     }
 
-    /// `batches` batches of `batch_size` samples, the same ones (the mixture's first) on every
+    /// `batches` batches of `batch_size` samples, the same ones (the stream's first) on every
     /// `iter()`: a validation set that does not change from epoch to epoch.
-    pub fn repeating(
-        mixture: Arc<Mixture>,
-        batch_size: usize,
-        batches: usize,
-        device: B::Device,
-    ) -> Self {
+    pub fn repeating(stream: Arc<S>, batch_size: usize, batches: usize, device: B::Device) -> Self {
         Self {
             repeat: true,
-            ..Self::new(mixture, batch_size, batches, 0, device)
+            ..Self::new(stream, batch_size, batches, 0, device)
         }
     }
 
@@ -72,7 +90,7 @@ impl<B: Backend> StreamLoader<B> {
     }
 }
 
-impl<B: Backend> DataLoader<B, LmBatch<B>> for StreamLoader<B> {
+impl<B: Backend, S: SampleStream> DataLoader<B, LmBatch<B>> for StreamLoader<B, S> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<LmBatch<B>> + 'a> {
         let epoch = if self.repeat {
             self.next_epoch()
@@ -92,7 +110,7 @@ impl<B: Backend> DataLoader<B, LmBatch<B>> for StreamLoader<B> {
 
     fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, LmBatch<B>>> {
         Arc::new(Self {
-            mixture: self.mixture.clone(),
+            stream: self.stream.clone(),
             batch_size: self.batch_size,
             samples_per_epoch: self.samples_per_epoch,
             items: self.items.clone(),
@@ -106,7 +124,7 @@ impl<B: Backend> DataLoader<B, LmBatch<B>> for StreamLoader<B> {
         let from = (self.items.start + start).min(self.items.end);
         let to = (self.items.start + end).clamp(from, self.items.end);
         Arc::new(Self {
-            mixture: self.mixture.clone(),
+            stream: self.stream.clone(),
             batch_size: self.batch_size,
             samples_per_epoch: self.samples_per_epoch,
             items: from..to,
@@ -118,13 +136,13 @@ impl<B: Backend> DataLoader<B, LmBatch<B>> for StreamLoader<B> {
     }
 }
 
-struct EpochIter<'a, B: Backend> {
-    loader: &'a StreamLoader<B>,
+struct EpochIter<'a, B: Backend, S: SampleStream> {
+    loader: &'a StreamLoader<B, S>,
     first_sample: u64,
     position: usize,
 }
 
-impl<B: Backend> Iterator for EpochIter<'_, B> {
+impl<B: Backend, S: SampleStream> Iterator for EpochIter<'_, B, S> {
     type Item = LmBatch<B>;
 
     fn next(&mut self) -> Option<LmBatch<B>> {
@@ -133,25 +151,16 @@ impl<B: Backend> Iterator for EpochIter<'_, B> {
             return None;
         }
         let stop = (self.position + self.loader.batch_size).min(end);
-        let windows = (self.position..stop)
-            .map(|i| {
-                let index = self.first_sample + i as u64;
-                let tokens = self
-                    .loader
-                    .mixture
-                    .get(index)
-                    // Stores are validated when opened and immutable, and every index maps to an
-                    // existing window: nothing here can fail that `Mixture::new` did not check.
-                    .expect("a mixture sample is always readable");
-                TokenWindow { index, tokens }
-            })
-            .collect();
+        let batch = self.loader.stream.batch(
+            self.first_sample + self.position as u64..self.first_sample + stop as u64,
+            &self.loader.device,
+        );
         self.position = stop;
-        Some(LmBatcher.batch(windows, &self.loader.device))
+        Some(batch)
     }
 }
 
-impl<B: Backend> DataLoaderIterator<LmBatch<B>> for EpochIter<'_, B> {
+impl<B: Backend, S: SampleStream> DataLoaderIterator<LmBatch<B>> for EpochIter<'_, B, S> {
     fn progress(&self) -> Progress {
         Progress::new(
             self.position - self.loader.items.start,

@@ -5,6 +5,7 @@ mod datasets;
 mod decode;
 mod example;
 mod export;
+mod finetune;
 mod fixtures;
 mod golden;
 #[cfg(feature = "hub")]

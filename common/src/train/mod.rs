@@ -2,6 +2,7 @@
 //! `TrainStep` / `InferenceStep` for `Phi`.
 
 pub mod batch;
+pub mod lora_trainee;
 pub mod loss;
 pub mod metrics;
 pub mod recipe;
@@ -11,9 +12,10 @@ pub mod step;
 pub mod trainee;
 
 pub use batch::LmBatch;
+pub use lora_trainee::LoraTrainee;
 pub use loss::lm_loss;
 pub use metrics::{PerplexityOfLoss, TokenRate, known_peak_bf16_flops};
 pub use recipe::{OptimizerKind, OptimizerSpec, Recipe};
 pub use schedule::{Decay, PhiLrScheduler, Schedule};
 pub use step::{LmStepFigures, LmStepOutput};
-pub use trainee::{StepSettings, Trainee};
+pub use trainee::{LmTrainee, StepSettings, Trainee, optimizer_step};

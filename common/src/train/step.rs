@@ -5,6 +5,7 @@
 use burn::prelude::*;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 
+use crate::lora::PhiAdapters;
 use crate::model::Phi;
 use crate::train::batch::LmBatch;
 use crate::train::loss::lm_loss;
@@ -44,13 +45,24 @@ impl<B: Backend> Adaptor<LossInput<B>> for LmStepFigures {
 impl<B: Backend> Phi<B> {
     /// Loss of `batch` and the number of target tokens it counts.
     pub fn lm_step(&self, batch: LmBatch<B>) -> LmStepOutput<B> {
+        self.lm_step_adapted(batch, None)
+    }
+
+    /// `lm_step` with LoRA `adapters` in the forward pass.
+    pub fn lm_step_adapted(
+        &self,
+        batch: LmBatch<B>,
+        adapters: Option<&PhiAdapters<B>>,
+    ) -> LmStepOutput<B> {
         let tokens = match &batch.loss_mask {
             Some(mask) => mask.clone().int().sum().into_scalar().elem::<i64>() as usize,
             None => batch.targets.dims().iter().product(),
         };
-        let logits = self
-            .forward(batch.inputs)
-            .expect("training windows fit the context: seq_len is checked when training starts");
+        let logits = match adapters {
+            Some(adapters) => self.forward_adapted(batch.inputs, adapters),
+            None => self.forward(batch.inputs),
+        }
+        .expect("training windows fit the context and adapters match the model: both are checked when training starts");
         LmStepOutput {
             loss: lm_loss(logits, batch.targets, batch.loss_mask),
             tokens,

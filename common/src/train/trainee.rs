@@ -58,21 +58,55 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
         TrainOutput::new(self, output.loss.backward(), output)
     }
 
-    fn optimize<AB, O>(self, optim: &mut O, lr: f64, mut grads: GradientsParams) -> Self
+    fn optimize<AB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self
     where
         AB: AutodiffBackend,
         O: Optimizer<Self, AB>,
         Self: AutodiffModule<AB>,
     {
         let settings = self.settings;
-        scale_grads::<AB, Self>(&self, &mut grads, settings.grad_scale);
-        if let Some(max_norm) = settings.grad_clip_norm {
-            clip_grad_global_norm::<AB, Self>(&self, &mut grads, max_norm);
-        }
-        // Decoupled decay, as AdamW applies it: from the weights before this step's update.
-        let decayed = decay_weight_matrices::<AB, Self>(self, lr, settings.weight_decay);
-        optim.step(lr, decayed, grads)
+        optimizer_step(self, settings, optim, lr, grads)
     }
+}
+
+/// What `training::run` needs of the module it trains, besides burn-train's step traits: the
+/// model (for its config and device) and the step settings (the run sets the gradient scale).
+pub trait LmTrainee<B: Backend> {
+    fn phi(&self) -> &Phi<B>;
+    fn settings_mut(&mut self) -> &mut StepSettings;
+}
+
+impl<B: Backend> LmTrainee<B> for Trainee<B> {
+    fn phi(&self) -> &Phi<B> {
+        &self.phi
+    }
+
+    fn settings_mut(&mut self) -> &mut StepSettings {
+        &mut self.settings
+    }
+}
+
+/// One optimizer step as every trainee takes it: gradients scaled, clipped by their global norm,
+/// decoupled decay on weight matrices, then the optimizer's update.
+pub fn optimizer_step<AB, M, O>(
+    module: M,
+    settings: StepSettings,
+    optim: &mut O,
+    lr: f64,
+    mut grads: GradientsParams,
+) -> M
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB>,
+    O: Optimizer<M, AB>,
+{
+    scale_grads::<AB, M>(&module, &mut grads, settings.grad_scale);
+    if let Some(max_norm) = settings.grad_clip_norm {
+        clip_grad_global_norm::<AB, M>(&module, &mut grads, max_norm);
+    }
+    // Decoupled decay, as AdamW applies it: from the weights before this step's update.
+    let decayed = decay_weight_matrices::<AB, M>(module, lr, settings.weight_decay);
+    optim.step(lr, decayed, grads)
 }
 
 impl<B: Backend> InferenceStep for Trainee<B> {

@@ -1,0 +1,81 @@
+//! `LoraTrainee`: a frozen `Phi` with trainable LoRA adapters, as burn-train's learner trains it.
+//! Only the adapters are parameters of the module: the optimizer holds state for them alone, and
+//! checkpoints hold them alone (the base is read from its own checkpoint on start and resume).
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+
+use crate::frozen::Frozen;
+use crate::lora::{LoraConfig, PhiAdapters};
+use crate::model::Phi;
+use crate::train::batch::LmBatch;
+use crate::train::step::LmStepOutput;
+use crate::train::trainee::{LmTrainee, StepSettings, optimizer_step};
+
+#[derive(Module, Debug)]
+pub struct LoraTrainee<B: Backend> {
+    pub base: Frozen<Phi<B>>,
+    pub adapters: PhiAdapters<B>,
+    #[module(skip)]
+    pub settings: StepSettings,
+}
+
+impl<B: Backend> LoraTrainee<B> {
+    /// `phi`, frozen, with fresh adapters as `lora` places them (B zero: no change at first).
+    pub fn new(phi: Phi<B>, lora: &LoraConfig, settings: StepSettings) -> Self {
+        let device = phi.devices()[0].clone();
+        let adapters = lora.init(&phi, &device);
+        Self {
+            base: Frozen(phi.no_grad()),
+            adapters,
+            settings,
+        }
+    }
+
+    /// The base with the adapters folded in: a plain `Phi` for export and inference.
+    pub fn merged(&self) -> Phi<B> {
+        self.adapters.merge_into(self.base.0.clone())
+    }
+}
+
+impl<B: Backend> LmTrainee<B> for LoraTrainee<B> {
+    fn phi(&self) -> &Phi<B> {
+        &self.base.0
+    }
+
+    fn settings_mut(&mut self) -> &mut StepSettings {
+        &mut self.settings
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for LoraTrainee<B> {
+    type Input = LmBatch<B>;
+    type Output = LmStepOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmStepOutput<B>> {
+        let output = self.base.0.lm_step_adapted(batch, Some(&self.adapters));
+        TrainOutput::new(self, output.loss.backward(), output)
+    }
+
+    fn optimize<AB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self
+    where
+        AB: AutodiffBackend,
+        O: Optimizer<Self, AB>,
+        Self: AutodiffModule<AB>,
+    {
+        let settings = self.settings;
+        optimizer_step(self, settings, optim, lr, grads)
+    }
+}
+
+impl<B: Backend> InferenceStep for LoraTrainee<B> {
+    type Input = LmBatch<B>;
+    type Output = LmStepOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> LmStepOutput<B> {
+        self.base.0.lm_step_adapted(batch, Some(&self.adapters))
+    }
+}

@@ -1,0 +1,381 @@
+//! Fine-tuning: prompt-completion masking and padding, LoRA (zero start, merge, adapter-only
+//! checkpoints), loss falling on a fixture, exact resume, and an export transformers reads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::backend::Autodiff;
+use burn::optim::AdamWConfig;
+use burn::prelude::*;
+use phi_zoo::backend::Cpu;
+use phi_zoo::common::train::{LmStepOutput, LoraTrainee, StepSettings, Trainee};
+use phi_zoo::datasets::{FinetuneExample, FinetuneFormat, FinetuneSet, SampleStream};
+use phi_zoo::training::{RunData, RunPlan, run_with};
+use phi_zoo::{LoraConfig, LoraTarget, Phi, PhiTokenizer};
+
+use crate::fixtures::{layout_dir, max_abs_diff, to_vec};
+
+type Train = Autodiff<Cpu>;
+
+/// The tiny_p05 fixture (vocabulary 96) without dropout, so runs repeat exactly.
+fn fixture<B: Backend>(device: &B::Device) -> Phi<B> {
+    phi_zoo::Checkpoint::open(layout_dir("tiny_p05", "v3"))
+        .and_then(|c| c.load::<B>(device))
+        .unwrap()
+        .with_dropout(0.0, 0.0, 0.0)
+}
+
+/// Prompt-completion examples over the fixture's vocabulary: the completion counts down from
+/// the prompt's last token, something a model can learn.
+fn examples(n: usize) -> Vec<FinetuneExample> {
+    (0..n)
+        .map(|i| {
+            let prompt_len = 2 + i % 4;
+            let start = 10 + (i * 7) % 80;
+            let mut ids: Vec<u32> = (0..prompt_len)
+                .map(|j| ((start + j * 3) % 96) as u32)
+                .collect();
+            let last = *ids.last().unwrap();
+            ids.extend((1..=3 + i % 3).map(|k| (last + 96 - k as u32) % 96));
+            FinetuneExample { ids, prompt_len }
+        })
+        .collect()
+}
+
+/// Mean next-token NLL on the host over the kept targets of one unpadded example.
+fn host_nll(phi: &Phi<Cpu>, example: &FinetuneExample) -> (f64, usize) {
+    let device = Default::default();
+    let logits = phi
+        .forward_ids(std::slice::from_ref(&example.ids), &device)
+        .unwrap();
+    let vocab = logits.dims()[2];
+    let logits = to_vec(logits);
+    let mut total = 0.0;
+    let mut count = 0;
+    for (i, keep) in example.target_mask().into_iter().enumerate() {
+        if !keep {
+            continue;
+        }
+        let row = &logits[i * vocab..(i + 1) * vocab];
+        let max = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let log_sum = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        total += log_sum - row[example.ids[i + 1] as usize] as f64;
+        count += 1;
+    }
+    (total, count)
+}
+
+#[test]
+fn prompt_and_padding_positions_contribute_nothing() {
+    let device = Default::default();
+    let phi = fixture::<Cpu>(&device);
+    let set = FinetuneSet::new(examples(6), 16, 0, 3).unwrap();
+    let batch = set.batch::<Cpu>(0..6, &device);
+    let rows: Vec<&FinetuneExample> = (0..6).map(|i| set.example_at(i)).collect();
+    let LmStepOutput { loss, tokens } = phi.lm_step(batch);
+    // The token-weighted mean over each example alone (no padding, completion targets only).
+    let (mut total, mut count) = (0.0, 0);
+    for example in &rows {
+        let (t, c) = host_nll(&phi, example);
+        total += t;
+        count += c;
+    }
+    let completion_tokens: usize = rows.iter().map(|e| e.ids.len() - e.prompt_len).sum();
+    assert_eq!(
+        tokens, completion_tokens,
+        "counted tokens are completion tokens"
+    );
+    assert_eq!(count, completion_tokens);
+    let loss = loss.into_scalar() as f64;
+    assert!(
+        (loss - total / count as f64).abs() < 1e-4,
+        "batched loss {loss} vs per-example {}",
+        total / count as f64
+    );
+
+    // Prompt targets do not matter: change every prompt token after the first of an example's
+    // *targets* only (inputs fixed) and the loss stays the same.
+    let mut batch = set.batch::<Cpu>(0..6, &device);
+    let mask = batch.loss_mask.clone().unwrap();
+    let noise = Tensor::<Cpu, 2, Int>::ones(batch.targets.dims(), &device).mul_scalar(5);
+    batch.targets = batch
+        .targets
+        .clone()
+        .mask_where(mask.bool_not(), batch.targets + noise);
+    let changed = phi.lm_step(batch).loss.into_scalar() as f64;
+    assert!((changed - loss).abs() < 1e-6, "{changed} vs {loss}");
+}
+
+#[test]
+fn reading_prompt_completion_jsonl_masks_the_prompt_and_names_bad_lines() {
+    let tokenizer = PhiTokenizer::bundled();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pairs.jsonl");
+    std::fs::write(
+        &path,
+        "{\"prompt\": \"def square(x):\\n\", \"completion\": \"    return x * x\\n\"}\n\n\
+         {\"prompt\": \"# add\\n\", \"completion\": \"a + b\"}\n",
+    )
+    .unwrap();
+    let (set, report) =
+        FinetuneSet::read(&path, FinetuneFormat::PromptCompletion, &tokenizer, 64, 0).unwrap();
+    assert_eq!(report.examples, 2);
+    let first = &set.examples()[0];
+    let prompt = tokenizer.encode("def square(x):\n").unwrap();
+    assert_eq!(first.prompt_len, prompt.len());
+    assert_eq!(&first.ids[..prompt.len()], &prompt[..]);
+    assert_eq!(
+        *first.ids.last().unwrap(),
+        50256,
+        "completions end with EOS"
+    );
+
+    std::fs::write(
+        &path,
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": 3}\n",
+    )
+    .unwrap();
+    let error = FinetuneSet::read(&path, FinetuneFormat::PromptCompletion, &tokenizer, 64, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("pairs.jsonl:2") && error.contains("prompt"),
+        "{error}"
+    );
+
+    std::fs::write(
+        &path,
+        "{\"prompt\": \"one two three four five\", \"completion\": \"x\"}\n",
+    )
+    .unwrap();
+    let error = FinetuneSet::read(&path, FinetuneFormat::PromptCompletion, &tokenizer, 3, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(":1") && error.contains("no room"), "{error}");
+}
+
+#[test]
+fn lora_starts_as_the_base_model_and_merges_into_an_equal_plain_model() {
+    let device = Default::default();
+    let phi = fixture::<Cpu>(&device);
+    let ids: Vec<Vec<u32>> = vec![(0..12).map(|i| (i * 5 % 96) as u32).collect()];
+    let base = to_vec(phi.forward_ids(&ids, &device).unwrap());
+    let lora = LoraConfig {
+        dropout: 0.0,
+        ..LoraConfig::new(4)
+    };
+    let mut adapters = lora.init(&phi, &device);
+    let input = phi.ids_tensor(&ids, &device).unwrap();
+    let adapted = to_vec(phi.forward_adapted(input.clone(), &adapters).unwrap());
+    assert_eq!(max_abs_diff(&base, &adapted), 0.0, "B = 0: no change");
+
+    // Give every B a value, as training would, and compare the adapter model with the merge.
+    for layer in &mut adapters.layers {
+        for adapter in [
+            &mut layer.q_proj,
+            &mut layer.k_proj,
+            &mut layer.v_proj,
+            &mut layer.dense,
+            &mut layer.fc1,
+            &mut layer.fc2,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let dims = adapter.b.dims();
+            adapter.b = burn::module::Param::from_tensor(Tensor::random(
+                dims,
+                burn::tensor::Distribution::Normal(0.0, 0.5),
+                &device,
+            ));
+        }
+    }
+    let adapted = to_vec(phi.forward_adapted(input, &adapters).unwrap());
+    assert!(max_abs_diff(&base, &adapted) > 1e-2, "the adapters act");
+    let merged = adapters.merge_into(phi.clone());
+    let merged_logits = to_vec(merged.forward_ids(&ids, &device).unwrap());
+    let d = max_abs_diff(&adapted, &merged_logits);
+    assert!(
+        d <= 1e-4,
+        "merged model differs from the adapter model by {d}"
+    );
+
+    // The export of the merged model loads back to the same logits.
+    let dir = tempfile::tempdir().unwrap();
+    phi_zoo::save_hf(&merged, dir.path(), phi_zoo::StoredDType::F32).unwrap();
+    let reloaded = phi_zoo::Checkpoint::open(dir.path())
+        .and_then(|c| c.load::<Cpu>(&device))
+        .unwrap();
+    let d = max_abs_diff(
+        &merged_logits,
+        &to_vec(reloaded.forward_ids(&ids, &device).unwrap()),
+    );
+    assert!(d <= 1e-6, "export round trip differs by {d}");
+    // Only the chosen projections get adapters.
+    let only_q = LoraConfig {
+        targets: vec![LoraTarget::Q],
+        ..LoraConfig::new(2)
+    }
+    .init(&phi, &device);
+    assert!(
+        only_q
+            .layers
+            .iter()
+            .all(|l| l.q_proj.is_some() && l.fc1.is_none())
+    );
+}
+
+fn plan(dir: &Path, epochs: usize, resume_epoch: Option<usize>) -> RunPlan {
+    RunPlan {
+        dir: dir.to_path_buf(),
+        batch: 4,
+        grad_accum: 1,
+        steps_per_epoch: 5,
+        epochs,
+        keep: 2,
+        valid_batches: 1,
+        resume_epoch,
+        peak_flops: None,
+    }
+}
+
+fn data(plan: &RunPlan) -> RunData<Train> {
+    let set = FinetuneSet::new(examples(40), 16, 0, 11).unwrap();
+    let (train, valid) = set.split_held_out(0.1).unwrap();
+    RunData::streams(
+        Arc::new(train),
+        Arc::new(valid),
+        16,
+        plan,
+        1,
+        &Default::default(),
+    )
+}
+
+/// Mean loss of the model over the training examples, on the host.
+fn train_loss(phi: &Phi<Cpu>) -> f64 {
+    let set = FinetuneSet::new(examples(40), 16, 0, 11).unwrap();
+    let (total, count) = set.examples()[..36]
+        .iter()
+        .map(|e| host_nll(phi, e))
+        .fold((0.0, 0), |(t, c), (a, b)| (t + a, c + b));
+    total / count as f64
+}
+
+fn settings() -> StepSettings {
+    StepSettings {
+        grad_clip_norm: Some(1.0),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn full_and_lora_fine_tuning_lower_the_training_loss() {
+    let device = Default::default();
+    let before = train_loss(&fixture::<Cpu>(&device));
+
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan(dir.path(), 2, None);
+    let full = run_with(
+        Trainee::new(fixture::<Train>(&device), settings()),
+        AdamWConfig::new().with_weight_decay(0.0).init(),
+        3e-3,
+        data(&plan),
+        &plan,
+        &[],
+    );
+    let full_after = train_loss(&full.phi);
+
+    let lora_dir = tempfile::tempdir().unwrap();
+    let lora_plan = plan_in(lora_dir.path());
+    let lora = run_with(
+        LoraTrainee::new(fixture::<Train>(&device), &LoraConfig::new(4), settings()),
+        AdamWConfig::new().with_weight_decay(0.0).init(),
+        1e-2,
+        data(&lora_plan),
+        &lora_plan,
+        &[],
+    );
+    let lora_after = train_loss(&lora.merged());
+    eprintln!("train loss {before:.4} → full {full_after:.4}, LoRA {lora_after:.4}");
+    assert!(full_after < before - 0.1, "{before} → {full_after}");
+    assert!(lora_after < before - 0.05, "{before} → {lora_after}");
+
+    // LoRA checkpoints hold the adapters only: far smaller than a full model's.
+    let size = |d: &Path| {
+        std::fs::metadata(d.join("checkpoint/model-2.mpk"))
+            .unwrap()
+            .len()
+    };
+    let (full_size, lora_size) = (size(dir.path()), size(lora_dir.path()));
+    assert!(
+        lora_size * 3 < full_size,
+        "LoRA {lora_size} B vs full {full_size} B"
+    );
+}
+
+fn plan_in(dir: &Path) -> RunPlan {
+    plan(dir, 2, None)
+}
+
+#[test]
+fn lora_fine_tuning_resumes_exactly() {
+    let device = Default::default();
+    let trainee = |seed| {
+        <Cpu as Backend>::seed(&device, seed);
+        LoraTrainee::new(
+            fixture::<Train>(&device),
+            &LoraConfig {
+                dropout: 0.0,
+                ..LoraConfig::new(4)
+            },
+            settings(),
+        )
+    };
+    let go = |dir: &Path, epochs, resume, seed| {
+        let plan = plan(dir, epochs, resume);
+        run_with(
+            trainee(seed),
+            AdamWConfig::new().with_weight_decay(0.0).init(),
+            5e-3,
+            data(&plan),
+            &plan,
+            &[],
+        )
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let straight = go(whole.path(), 2, None, 9);
+    let split = tempfile::tempdir().unwrap();
+    go(split.path(), 1, None, 9);
+    // A new trainee draws other A matrices; resuming must replace them with the checkpoint's.
+    let resumed = go(split.path(), 2, Some(1), 1234);
+    let weights = |t: &LoraTrainee<Cpu>| -> Vec<f32> {
+        t.adapters
+            .layers
+            .iter()
+            .flat_map(|l| {
+                let fc1 = l.fc1.as_ref().unwrap();
+                to_vec(fc1.a.val()).into_iter().chain(to_vec(fc1.b.val()))
+            })
+            .collect()
+    };
+    let d = max_abs_diff(&weights(&straight), &weights(&resumed));
+    assert!(d <= 1e-6, "resumed adapters differ by {d}");
+    let losses = |dir: &Path| -> Vec<f64> {
+        std::fs::read_to_string(dir.join("train/epoch-2/Loss.log"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(',').next()?.parse().ok())
+            .collect()
+    };
+    let (a, b) = (losses(whole.path()), losses(split.path()));
+    assert_eq!(a.len(), 5);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-6, "{a:?} vs {b:?}");
+    }
+}
