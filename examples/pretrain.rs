@@ -28,7 +28,7 @@ use phi_zoo::datasets::corpora::EmbeddedCorpus;
 use phi_zoo::datasets::{
     Corpus, Mixture, MixtureSource, PrepareOptions, TokenStore, named_mixture, prepare,
 };
-use phi_zoo::training::{RunPlan, run};
+use phi_zoo::training::{RunPlan, newest_checkpoint, run};
 use phi_zoo::{GenerationConfig, Phi, PhiConfig, PhiTokenizer, Sampling, StoredDType};
 
 #[derive(Parser, Clone)]
@@ -190,29 +190,6 @@ fn mixtures(args: &Args, recipe: &Recipe, tokenizer: &PhiTokenizer) -> Result<(M
         Mixture::new(train, args.seq_len, args.seed)?,
         Mixture::new(valid, args.seq_len, args.seed.wrapping_add(1))?,
     ))
-}
-
-/// The newest epoch with a complete checkpoint in `dir/checkpoint`.
-fn newest_checkpoint(dir: &Path) -> Option<usize> {
-    let epochs = |prefix: &str| -> Vec<usize> {
-        std::fs::read_dir(dir.join("checkpoint"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                name.strip_prefix(prefix)?
-                    .strip_suffix(".mpk")?
-                    .parse()
-                    .ok()
-            })
-            .collect()
-    };
-    let (models, optims, schedulers) = (epochs("model-"), epochs("optim-"), epochs("scheduler-"));
-    models
-        .into_iter()
-        .filter(|e| optims.contains(e) && schedulers.contains(e))
-        .max()
 }
 
 /// Peak bf16 FLOP/s of GPU 0 as `nvidia-smi` names it, from the known-device table.

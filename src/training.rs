@@ -12,7 +12,7 @@ pub use epoch_line::EpochLineRenderer;
 pub use epoch_logger::EpochLogger;
 
 use std::fmt::Display;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::data::dataloader::DataLoader;
@@ -237,4 +237,28 @@ where
     training
         .launch(Learner::new(trainee, optim, scheduler))
         .model
+}
+
+/// The newest epoch with a complete checkpoint (model, optimizer and scheduler) in
+/// `dir/checkpoint`: what `--resume` continues from.
+pub fn newest_checkpoint(dir: &Path) -> Option<usize> {
+    let epochs = |prefix: &str| -> Vec<usize> {
+        std::fs::read_dir(dir.join("checkpoint"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_prefix(prefix)?
+                    .strip_suffix(".mpk")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let (models, optims, schedulers) = (epochs("model-"), epochs("optim-"), epochs("scheduler-"));
+    models
+        .into_iter()
+        .filter(|e| optims.contains(e) && schedulers.contains(e))
+        .max()
 }

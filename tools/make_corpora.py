@@ -8,6 +8,8 @@ templates with a fixed seed: no text comes from the web.
   numbers are computed here.
 - web.jsonl: short web-like pages (how-tos, Q&A posts, notices, reports) for the web slot of the
   phi-1.5-web mixture.
+- exercises.jsonl: prompt-completion pairs in the CodeExercises manner for fine-tuning: the prompt
+  is a function's signature and docstring, the completion its (tested) body.
 
 Usage: python3 tools/make_corpora.py [--out datasets/assets] [--seed 0]
 """
@@ -352,6 +354,24 @@ def code_document(r):
     exec(text, check)  # every assert must pass as written
     return text
 
+def exercise_pair(r):
+    """A {"prompt", "completion"} pair: signature + docstring, then the body, which must pass."""
+    while True:
+        make = r.choice(EXERCISES)
+        code, calls = make(r)
+        if not code.startswith("def "):
+            continue
+        first = code.find('"""')
+        close = code.find('"""', first + 3)
+        if first < 0 or close < 0:
+            continue
+        cut = code.index("\n", close) + 1
+        namespace = {}
+        exec(code, namespace)  # the generator's own template code, not external input
+        for call in calls:
+            eval(call, namespace)
+        return {"prompt": code[:cut], "completion": code[cut:]}
+
 # ----------------------------------------------------------------------------- textbook units
 
 AUDIENCES = {
@@ -566,6 +586,7 @@ def main():
     parser.add_argument("--code", type=int, default=2500)
     parser.add_argument("--synthetic", type=int, default=2500)
     parser.add_argument("--web", type=int, default=2000)
+    parser.add_argument("--exercises", type=int, default=400)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -577,6 +598,12 @@ def main():
             for _ in range(count):
                 f.write(json.dumps({"text": make(r)}, ensure_ascii=False) + "\n")
         print(f"{path}: {count} documents, {path.stat().st_size / 1e6:.2f} MB")
+    r = random.Random(f"{args.seed}-exercises")
+    path = out / "exercises.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(args.exercises):
+            f.write(json.dumps(exercise_pair(r), ensure_ascii=False) + "\n")
+    print(f"{path}: {args.exercises} pairs, {path.stat().st_size / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 //! Small default corpora that ship inside the crate, so training runs with no network: Python
 //! exercises (code), textbook-style units (synthetic) and web-like pages (web), the three slots of
-//! the phi-1.5 mixtures. `tools/make_corpora.py` generated them from templates with a fixed seed,
-//! running every exercise's asserts first; no text comes from the web.
+//! the phi-1.5 mixtures, and prompt-completion exercises for fine-tuning. `tools/make_corpora.py`
+//! generated them from templates with a fixed seed, running every exercise's code first; no text
+//! comes from the web.
 
 use std::path::Path;
 
@@ -11,6 +12,10 @@ use crate::error::{DataError, Result};
 use crate::prepare::{PrepareOptions, prepare, tokenizer_sha256};
 use crate::reader::Corpus;
 use crate::store::TokenStore;
+
+/// Prompt-completion pairs in the CodeExercises manner (a function's signature and docstring,
+/// then its tested body), as JSONL: the default fine-tuning set.
+pub const EXERCISES_JSONL: &str = include_str!("../assets/exercises.jsonl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddedCorpus {

@@ -220,6 +220,53 @@ fn pretrain_example_trains_checkpoints_and_resumes() {
         "resumed after step 2: {stdout}"
     );
 
+    // `examples/finetune` with LoRA on the model just written, then resumed.
+    let finetune =
+        example_binary().with_file_name(format!("finetune{}", std::env::consts::EXE_SUFFIX));
+    let tuned = out.path().join("tuned");
+    let model = out.path().join("final");
+    let finetune_args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--lora-rank",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--batch",
+        "2",
+        "--max-len",
+        "96",
+        "--held-out",
+        "0.01",
+        "--out",
+        tuned.to_str().unwrap(),
+    ];
+    for (steps, resume, done) in [
+        ("2", false, "trained 2 steps"),
+        ("3", true, "trained 1 steps"),
+    ] {
+        let mut command = Command::new(&finetune);
+        command.args(["--steps", steps]).args(finetune_args);
+        if resume {
+            command.arg("--resume");
+        }
+        let run = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(stdout.contains(done), "{stdout}");
+        assert!(stdout.contains("adapters merged"), "{stdout}");
+    }
+    // The merged export loads, and the LoRA checkpoints hold the adapters only.
+    phi_zoo::Checkpoint::open(tuned.join("final")).unwrap();
+    let checkpoint_bytes = std::fs::metadata(tuned.join("checkpoint/model-3.mpk"))
+        .unwrap()
+        .len();
+    assert!(checkpoint_bytes < 1_000_000, "{checkpoint_bytes} bytes");
+
     let empty = tempfile::tempdir().unwrap();
     let refused = Command::new(&binary)
         .args([

@@ -379,3 +379,122 @@ fn lora_fine_tuning_resumes_exactly() {
         assert!((x - y).abs() <= 1e-6, "{a:?} vs {b:?}");
     }
 }
+
+/// tiny_p05 with rank-2 adapters on every projection whose A and B follow fixed formulas (no
+/// RNG, so any machine builds the same model), merged: the model behind the committed
+/// `tests/fixtures/lora_merged` export.
+fn lora_merged_fixture_model() -> Phi<Cpu> {
+    let device = Default::default();
+    let phi = fixture::<Cpu>(&device);
+    let mut adapters = LoraConfig::new(2).init(&phi, &device);
+    let mut k = 0.0f32;
+    for layer in &mut adapters.layers {
+        for adapter in [
+            &mut layer.q_proj,
+            &mut layer.k_proj,
+            &mut layer.v_proj,
+            &mut layer.dense,
+            &mut layer.fc1,
+            &mut layer.fc2,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut patterned = |dims: [usize; 2]| {
+                k += 1.0;
+                let values: Vec<f32> = (0..dims[0] * dims[1])
+                    .map(|i| 0.3 * ((i as f32 * 0.37 + k).sin()))
+                    .collect();
+                burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(values, dims),
+                    &device,
+                ))
+            };
+            adapter.a = patterned(adapter.a.dims());
+            adapter.b = patterned(adapter.b.dims());
+        }
+    }
+    adapters.merge_into(phi)
+}
+
+fn lora_merged_dir() -> std::path::PathBuf {
+    crate::fixtures::root().join("lora_merged")
+}
+
+/// Rewrites `tests/fixtures/lora_merged` (then run `python3 tools/check_export.py
+/// tests/fixtures/lora_merged --write-reference` for transformers' side).
+#[test]
+#[ignore = "writes a committed fixture"]
+fn write_lora_merged_fixture() {
+    let dir = lora_merged_dir();
+    phi_zoo::save_hf(
+        &lora_merged_fixture_model(),
+        &dir,
+        phi_zoo::StoredDType::F32,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_merged_lora_export_loads_in_transformers_with_the_same_logits() {
+    let dir = lora_merged_dir();
+    // The committed export is what today's merge and export write.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = lora_merged_fixture_model();
+    phi_zoo::save_hf(&model, tmp.path(), phi_zoo::StoredDType::F32).unwrap();
+    let tensors = |path: &Path| -> Vec<(String, Vec<f32>)> {
+        let bytes = std::fs::read(path.join("model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut out: Vec<(String, Vec<f32>)> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (name, values)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let (fresh, committed) = (tensors(tmp.path()), tensors(&dir));
+    assert_eq!(
+        fresh.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        committed.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    for ((name, a), (_, b)) in fresh.iter().zip(&committed) {
+        let d = max_abs_diff(a, b);
+        assert!(d <= 1e-5, "{name} differs from the committed export by {d}");
+    }
+
+    // transformers (tools/check_export.py --write-reference) loaded it with no missing,
+    // unexpected or mismatched keys, and phi-zoo reads the same logits from it.
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    for key in ["missing_keys", "unexpected_keys", "mismatched_keys"] {
+        assert_eq!(reference[key], serde_json::json!([]), "{key}");
+    }
+    let ids: Vec<Vec<u32>> = serde_json::from_value(reference["input_ids"].clone()).unwrap();
+    let expected: Vec<f32> = reference["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter())
+        .flat_map(|pos| pos.as_array().unwrap().iter())
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let device = Default::default();
+    let loaded = phi_zoo::Checkpoint::open(&dir)
+        .and_then(|c| c.load::<Cpu>(&device))
+        .unwrap();
+    let ours = to_vec(loaded.forward_ids(&ids, &device).unwrap());
+    let d = max_abs_diff(&ours, &expected);
+    assert!(
+        d <= 1e-4,
+        "phi-zoo vs transformers on the merged export: {d}"
+    );
+}
