@@ -11,14 +11,14 @@ use phi_zoo::backend::Cpu;
 use phi_zoo::common::train::{LmStepOutput, LoraTrainee, StepSettings, Trainee};
 use phi_zoo::datasets::{FinetuneExample, FinetuneFormat, FinetuneSet, SampleStream};
 use phi_zoo::training::{RunData, RunPlan, run_with};
-use phi_zoo::{LoraConfig, LoraTarget, Phi, PhiTokenizer};
+use phi_zoo::{LoraConfig, LoraTarget, Phi, PhiAdapters, PhiTokenizer};
 
 use crate::fixtures::{layout_dir, max_abs_diff, to_vec};
 
 type Train = Autodiff<Cpu>;
 
 /// The tiny_p05 fixture (vocabulary 96) without dropout, so runs repeat exactly.
-fn fixture<B: Backend>(device: &B::Device) -> Phi<B> {
+pub fn fixture<B: Backend>(device: &B::Device) -> Phi<B> {
     phi_zoo::Checkpoint::open(layout_dir("tiny_p05", "v3"))
         .and_then(|c| c.load::<B>(device))
         .unwrap()
@@ -380,13 +380,14 @@ fn lora_fine_tuning_resumes_exactly() {
     }
 }
 
-/// tiny_p05 with rank-2 adapters on every projection whose A and B follow fixed formulas (no
-/// RNG, so any machine builds the same model), merged: the model behind the committed
-/// `tests/fixtures/lora_merged` export.
-fn lora_merged_fixture_model() -> Phi<Cpu> {
-    let device = Default::default();
-    let phi = fixture::<Cpu>(&device);
-    let mut adapters = LoraConfig::new(2).init(&phi, &device);
+/// Rank-2 adapters on every projection of `phi` whose A and B follow fixed formulas (no RNG, so
+/// any machine and backend builds the same ones).
+pub fn patterned_adapters<B: Backend>(phi: &Phi<B>, device: &B::Device) -> PhiAdapters<B> {
+    let mut adapters = LoraConfig {
+        dropout: 0.0,
+        ..LoraConfig::new(2)
+    }
+    .init(phi, device);
     let mut k = 0.0f32;
     for layer in &mut adapters.layers {
         for adapter in [
@@ -407,14 +408,59 @@ fn lora_merged_fixture_model() -> Phi<Cpu> {
                     .collect();
                 burn::module::Param::from_tensor(Tensor::from_data(
                     TensorData::new(values, dims),
-                    &device,
+                    device,
                 ))
             };
             adapter.a = patterned(adapter.a.dims());
             adapter.b = patterned(adapter.b.dims());
         }
     }
-    adapters.merge_into(phi)
+    adapters
+}
+
+/// tiny_p05 with `patterned_adapters` merged: the model behind the committed
+/// `tests/fixtures/lora_merged` export.
+fn lora_merged_fixture_model() -> Phi<Cpu> {
+    let device = Default::default();
+    let phi = fixture::<Cpu>(&device);
+    patterned_adapters(&phi, &device).merge_into(phi)
+}
+
+/// Losses of `steps` optimizer steps (AdamW, lr 1e-2, clipping) of full fine-tuning and of LoRA
+/// (patterned adapters) on one batch of the tiny_p05 fixture, on any backend: the same numbers on every
+/// backend say its training path is right.
+pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
+    steps: usize,
+    device: &B::Device,
+) -> (Vec<f64>, Vec<f64>) {
+    use burn::train::TrainStep;
+    let set = FinetuneSet::new(examples(16), 16, 0, 5).unwrap();
+    // One batch, seen every step: the loss must fall.
+    let batch = |_step: usize| set.batch::<B>(0..8, device);
+    let loss = |out: &burn::train::TrainOutput<LmStepOutput<B>>| -> f64 {
+        out.item.loss.clone().into_scalar().elem::<f64>()
+    };
+
+    let mut full = Trainee::new(fixture::<B>(device), settings());
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut full_losses = vec![];
+    for i in 0..steps {
+        let out = TrainStep::step(&full, batch(i));
+        full_losses.push(loss(&out));
+        full = TrainStep::optimize(full, &mut optim, 1e-2, out.grads);
+    }
+
+    let phi = fixture::<B>(device);
+    let mut lora = LoraTrainee::new(phi, &LoraConfig::new(2), settings());
+    lora.adapters = patterned_adapters(&lora.base.0, device);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut lora_losses = vec![];
+    for i in 0..steps {
+        let out = TrainStep::step(&lora, batch(i));
+        lora_losses.push(loss(&out));
+        lora = TrainStep::optimize(lora, &mut optim, 1e-2, out.grads);
+    }
+    (full_losses, lora_losses)
 }
 
 fn lora_merged_dir() -> std::path::PathBuf {
@@ -497,4 +543,11 @@ fn a_merged_lora_export_loads_in_transformers_with_the_same_logits() {
         d <= 1e-4,
         "phi-zoo vs transformers on the merged export: {d}"
     );
+}
+
+#[test]
+fn fixture_training_steps_lower_the_loss_on_the_cpu() {
+    let (full, lora) = fixture_training_losses::<Train>(4, &Default::default());
+    eprintln!("full {full:?}, LoRA {lora:?}");
+    assert!(full[3] < full[0] && lora[3] < lora[0], "{full:?} {lora:?}");
 }

@@ -93,3 +93,23 @@ fn wgpu_left_padded_batch_generates_transformers_greedy_ids() {
     let alone = phi_zoo::generate_batch(&model, &prompts[1..], &config, &device).unwrap();
     assert_eq!(batch[1].ids, alone[0].ids);
 }
+
+/// Training on wgpu (autodiff through burn's fused graph): the losses of 4 optimizer steps of full
+/// fine-tuning and of LoRA are the CPU's.
+#[test]
+fn wgpu_training_steps_match_the_cpu() {
+    use burn::backend::Autodiff;
+    let steps = 4;
+    let (cpu_full, cpu_lora) = crate::finetune::fixture_training_losses::<
+        Autodiff<phi_zoo::backend::Cpu>,
+    >(steps, &Default::default());
+    let (gpu_full, gpu_lora) =
+        crate::finetune::fixture_training_losses::<Autodiff<Wgpu>>(steps, &Default::default());
+    eprintln!("full: cpu {cpu_full:?} wgpu {gpu_full:?}\nLoRA: cpu {cpu_lora:?} wgpu {gpu_lora:?}");
+    for (cpu, gpu) in [(&cpu_full, &gpu_full), (&cpu_lora, &gpu_lora)] {
+        assert!(cpu[steps - 1] < cpu[0], "training lowers the loss: {cpu:?}");
+        for (a, b) in cpu.iter().zip(gpu) {
+            assert!((a - b).abs() <= 1e-3, "cpu {cpu:?} vs wgpu {gpu:?}");
+        }
+    }
+}
