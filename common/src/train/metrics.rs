@@ -79,12 +79,12 @@ impl Numeric for PerplexityOfLoss {
     }
 }
 
-/// Tokens per second since the epoch's first micro-batch, times a fixed factor: the factor is 1 for
-/// plain throughput, and `flops_per_token / peak_flops × 100` for MFU in percent.
+/// Tokens per second since the epoch's first micro-batch began, times a fixed factor: the factor
+/// is 1 for plain throughput, and `flops_per_token / peak_flops × 100` for MFU in percent.
 ///
-/// The clock starts when the first micro-batch of an epoch is reported, so that batch's tokens
-/// are not counted (and the figure it reports has weight 0): the time before it (loading,
-/// validation, checkpointing of the previous epoch) is not training time.
+/// The clock starts when the epoch's first step was issued (`LmStepFigures::issued`), so the time
+/// before it (loading, the previous epoch's validation and checkpoint) is not counted, and each
+/// figure is the epoch's running rate: all tokens so far over all time so far.
 #[derive(Clone)]
 pub struct TokenRate {
     name: MetricName,
@@ -124,10 +124,10 @@ impl Metric for TokenRate {
 
     fn update(&mut self, item: &LmStepFigures, _: &MetricMetadata) -> SerializedEntry {
         let format = FormatOptions::new(self.name()).unit(self.unit).precision(2);
-        let Some(started) = self.started else {
-            self.started = Some(Instant::now());
-            return self.state.update(0.0, 0, format);
-        };
+        let started = self
+            .started
+            .map_or(item.issued, |started| started.min(item.issued));
+        self.started = Some(started);
         self.tokens += item.tokens;
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
         self.state

@@ -2,6 +2,8 @@
 //! `Trainee`): only the loss crosses to the metrics (never the `[batch, seq, vocab]` logits), and
 //! dropout is active exactly when the model runs on an autodiff backend, i.e. in training.
 
+use std::time::Instant;
+
 use burn::prelude::*;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 
@@ -10,11 +12,14 @@ use crate::model::Phi;
 use crate::train::batch::LmBatch;
 use crate::train::loss::lm_loss;
 
-/// What a step reports: its loss and how many target tokens it covered.
+/// What a step reports: its loss, how many target tokens it covered, and when it was issued.
 #[derive(Debug, Clone)]
 pub struct LmStepOutput<B: Backend> {
     pub loss: Tensor<B, 1>,
     pub tokens: usize,
+    /// When the step began on the host (throughput metrics time from the first step of an
+    /// epoch, excluding what came before it).
+    pub issued: Instant,
 }
 
 /// The step's figures on the host, as the metrics consume them.
@@ -22,6 +27,7 @@ pub struct LmStepOutput<B: Backend> {
 pub struct LmStepFigures {
     pub loss: f64,
     pub tokens: usize,
+    pub issued: Instant,
 }
 
 impl<B: Backend> ItemLazy for LmStepOutput<B> {
@@ -31,6 +37,7 @@ impl<B: Backend> ItemLazy for LmStepOutput<B> {
         LmStepFigures {
             loss: self.loss.into_scalar().elem::<f64>(),
             tokens: self.tokens,
+            issued: self.issued,
         }
     }
 }
@@ -54,6 +61,7 @@ impl<B: Backend> Phi<B> {
         batch: LmBatch<B>,
         adapters: Option<&PhiAdapters<B>>,
     ) -> LmStepOutput<B> {
+        let issued = Instant::now();
         let tokens = match &batch.loss_mask {
             Some(mask) => mask.clone().int().sum().into_scalar().elem::<i64>() as usize,
             None => batch.targets.dims().iter().product(),
@@ -66,6 +74,7 @@ impl<B: Backend> Phi<B> {
         LmStepOutput {
             loss: lm_loss(logits, batch.targets, batch.loss_mask),
             tokens,
+            issued,
         }
     }
 }
