@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::module::Module;
 use burn::optim::AdamWConfig;
@@ -26,7 +26,7 @@ use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
 use phi_zoo::common::train::{LoraTrainee, Schedule, StepSettings, Trainee};
 use phi_zoo::datasets::corpora::EXERCISES_JSONL;
 use phi_zoo::datasets::{FinetuneFormat, FinetuneSet, SampleStream};
-use phi_zoo::training::{RunData, RunPlan, Trained, Validated, newest_checkpoint, run_with};
+use phi_zoo::training::{RunData, RunPlan, Trained, Validated, resume_epoch, run_with};
 use phi_zoo::{
     Checkpoint, GenerationConfig, LoraConfig, LoraTarget, Phi, PhiTokenizer, StoredDType,
 };
@@ -107,16 +107,7 @@ impl BackendJob for Finetune {
             tokenizer,
             lora,
         } = self;
-        let resume_epoch = if args.resume {
-            Some(newest_checkpoint(&args.out).with_context(|| {
-                format!(
-                    "--resume: no complete checkpoint in {}",
-                    args.out.join("checkpoint").display()
-                )
-            })?)
-        } else {
-            None
-        };
+        let resume_epoch = resume_epoch(&args.out, args.resume).map_err(anyhow::Error::msg)?;
         let data_path = match &args.data {
             Some(path) => path.clone(),
             None => {

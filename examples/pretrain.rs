@@ -28,7 +28,7 @@ use phi_zoo::datasets::corpora::EmbeddedCorpus;
 use phi_zoo::datasets::{
     Corpus, Mixture, MixtureSource, PrepareOptions, TokenStore, named_mixture, prepare,
 };
-use phi_zoo::training::{RunPlan, newest_checkpoint, run};
+use phi_zoo::training::{RunPlan, resume_epoch, run};
 use phi_zoo::{GenerationConfig, Phi, PhiConfig, PhiTokenizer, Sampling, StoredDType};
 
 #[derive(Parser, Clone)]
@@ -281,17 +281,7 @@ impl BackendJob for Pretrain {
             recipe,
             config,
         } = self;
-        let resume_epoch = if args.resume {
-            newest_checkpoint(&args.out)
-        } else {
-            None
-        };
-        if args.resume && resume_epoch.is_none() {
-            bail!(
-                "--resume: no complete checkpoint in {}",
-                args.out.join("checkpoint").display()
-            );
-        }
+        let resume_epoch = resume_epoch(&args.out, args.resume).map_err(anyhow::Error::msg)?;
         let tokenizer = PhiTokenizer::bundled();
         let (train, valid) = mixtures(&args, &recipe, &tokenizer)?;
         let tiny = args.config == "tiny";

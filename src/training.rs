@@ -262,3 +262,17 @@ pub fn newest_checkpoint(dir: &Path) -> Option<usize> {
         .filter(|e| optims.contains(e) && schedulers.contains(e))
         .max()
 }
+
+/// With `resume`, the newest complete checkpoint in `dir` (an error naming the folder when there
+/// is none); without, `None`: a fresh run.
+pub fn resume_epoch(dir: &Path, resume: bool) -> Result<Option<usize>, String> {
+    if !resume {
+        return Ok(None);
+    }
+    newest_checkpoint(dir).map(Some).ok_or_else(|| {
+        format!(
+            "--resume: no complete checkpoint in {}",
+            dir.join("checkpoint").display()
+        )
+    })
+}

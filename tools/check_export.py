@@ -22,15 +22,7 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-
-
-def default_binary():
-    for profile in ("release", "debug"):
-        path = os.path.join(ROOT, "target", profile, "examples", "logits")
-        if os.path.exists(path):
-            return path
-    sys.exit("no examples/logits binary: run `cargo build --example logits` first")
+from check_logits import default_binary  # tools/ is on the path when this script runs
 
 
 def fixed_ids(vocab):

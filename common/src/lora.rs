@@ -239,6 +239,22 @@ pub struct LayerAdapters<B: Backend> {
     pub fc2: Option<LoraAdapter<B>>,
 }
 
+impl<B: Backend> LayerAdapters<B> {
+    /// The adapters present, in the order q, k, v, dense, fc1, fc2.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut LoraAdapter<B>> {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.dense,
+            &mut self.fc1,
+            &mut self.fc2,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// Every layer's adapters.
 #[derive(Module, Debug)]
 pub struct PhiAdapters<B: Backend> {

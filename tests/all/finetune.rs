@@ -176,17 +176,7 @@ fn lora_starts_as_the_base_model_and_merges_into_an_equal_plain_model() {
 
     // Give every B a value, as training would, and compare the adapter model with the merge.
     for layer in &mut adapters.layers {
-        for adapter in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.dense,
-            &mut layer.fc1,
-            &mut layer.fc2,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for adapter in layer.iter_mut() {
             let dims = adapter.b.dims();
             adapter.b = burn::module::Param::from_tensor(Tensor::random(
                 dims,
@@ -326,21 +316,26 @@ fn plan_in(dir: &Path) -> RunPlan {
 #[test]
 fn lora_fine_tuning_resumes_exactly() {
     let device = Default::default();
-    let trainee = |seed| {
-        <Cpu as Backend>::seed(&device, seed);
-        LoraTrainee::new(
+    // burn's RNG is global and other tests draw from it concurrently: the runs that must agree
+    // start from fixed adapters; the resumed one from random ones, which the checkpoint replaces.
+    let trainee = |patterned: bool| {
+        let mut trainee = LoraTrainee::new(
             fixture::<Train>(&device),
             &LoraConfig {
                 dropout: 0.0,
-                ..LoraConfig::new(4)
+                ..LoraConfig::new(2)
             },
             settings(),
-        )
+        );
+        if patterned {
+            trainee.adapters = patterned_adapters(&trainee.base.0, &device);
+        }
+        trainee
     };
-    let go = |dir: &Path, epochs, resume, seed| {
+    let go = |dir: &Path, epochs, resume, patterned| {
         let plan = plan(dir, epochs, resume);
         run_with(
-            trainee(seed),
+            trainee(patterned),
             AdamWConfig::new().with_weight_decay(0.0).init(),
             5e-3,
             data(&plan),
@@ -349,11 +344,10 @@ fn lora_fine_tuning_resumes_exactly() {
         )
     };
     let whole = tempfile::tempdir().unwrap();
-    let straight = go(whole.path(), 2, None, 9);
+    let straight = go(whole.path(), 2, None, true);
     let split = tempfile::tempdir().unwrap();
-    go(split.path(), 1, None, 9);
-    // A new trainee draws other A matrices; resuming must replace them with the checkpoint's.
-    let resumed = go(split.path(), 2, Some(1), 1234);
+    go(split.path(), 1, None, true);
+    let resumed = go(split.path(), 2, Some(1), false);
     let weights = |t: &LoraTrainee<Cpu>| -> Vec<f32> {
         t.adapters
             .layers
@@ -390,17 +384,7 @@ pub fn patterned_adapters<B: Backend>(phi: &Phi<B>, device: &B::Device) -> PhiAd
     .init(phi, device);
     let mut k = 0.0f32;
     for layer in &mut adapters.layers {
-        for adapter in [
-            &mut layer.q_proj,
-            &mut layer.k_proj,
-            &mut layer.v_proj,
-            &mut layer.dense,
-            &mut layer.fc1,
-            &mut layer.fc2,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for adapter in layer.iter_mut() {
             let mut patterned = |dims: [usize; 2]| {
                 k += 1.0;
                 let values: Vec<f32> = (0..dims[0] * dims[1])
