@@ -74,6 +74,10 @@ struct Args {
     /// Tokens per example at most (completions beyond are cut; documents are split).
     #[arg(long, default_value_t = 256)]
     max_len: usize,
+    /// Join the examples end to end into windows of `--max-len` (no padding; prompt tokens stay
+    /// out of the loss), as phi-1 was fine-tuned; default: one padded example per row.
+    #[arg(long)]
+    pack: bool,
     /// Fraction of the examples held out for validation.
     #[arg(long, default_value_t = 0.1)]
     held_out: f64,
@@ -120,6 +124,8 @@ impl BackendJob for Finetune {
         let (set, report) =
             FinetuneSet::read(&data_path, args.format, &tokenizer, args.max_len, args.seed)?;
         let (train, valid) = set.split_held_out(args.held_out)?;
+        // Held-out examples stay whole (for the sample's prompt); training reads them packed.
+        let train = if args.pack { train.packed()? } else { train };
         let recipe = phi_zoo::phi1::finetune_recipe();
         let small = checkpoint.config().num_parameters() < 100_000_000;
         let peak = args.lr.unwrap_or(
@@ -139,7 +145,7 @@ impl BackendJob for Finetune {
             ..Default::default()
         };
         eprintln!(
-            "{} from {} ({:.1}M parameters): {} training / {} held-out examples from {} \
+            "{} from {} ({:.1}M parameters): {} training rows / {} held-out examples from {} \
              ({} completions cut, {} documents split), {} steps of {} × {}, peak lr {peak:e}",
             match &lora {
                 Some(l) => format!(
@@ -230,7 +236,7 @@ impl BackendJob for Finetune {
         );
 
         let example = &valid.examples()[0];
-        let prompt = &example.ids[..example.prompt_len];
+        let prompt = &example.ids[..example.prompt_len()];
         let generation = GenerationConfig {
             max_new_tokens: 48,
             ..GenerationConfig::for_model(tuned.config(), Some(&tokenizer))

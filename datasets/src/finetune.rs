@@ -35,18 +35,30 @@ impl std::str::FromStr for FinetuneFormat {
     }
 }
 
-/// One tokenized example: the loss covers the tokens from `prompt_len` on.
+/// One tokenized example (or, packed, a window of several): `learn[t]` says whether predicting
+/// `ids[t]` enters the loss (`learn[0]` is never used: nothing predicts the first token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinetuneExample {
     pub ids: Vec<u32>,
-    pub prompt_len: usize,
+    pub learn: Vec<bool>,
 }
 
 impl FinetuneExample {
+    /// A prompt of `prompt_len` tokens (not learned) followed by what is learned.
+    pub fn new(ids: Vec<u32>, prompt_len: usize) -> Self {
+        let learn = (0..ids.len()).map(|t| t >= prompt_len).collect();
+        Self { ids, learn }
+    }
+
+    /// Tokens before the first learned one.
+    pub fn prompt_len(&self) -> usize {
+        self.learn.iter().position(|&l| l).unwrap_or(self.ids.len())
+    }
+
     /// Target positions that count: `target_mask()[i]` says whether predicting `ids[i + 1]`
     /// enters the loss.
     pub fn target_mask(&self) -> Vec<bool> {
-        (1..self.ids.len()).map(|t| t >= self.prompt_len).collect()
+        self.learn.iter().skip(1).copied().collect()
     }
 }
 
@@ -82,6 +94,13 @@ impl FinetuneSet {
             return Err(DataError::Invalid("no fine-tuning examples".into()));
         }
         for (i, example) in examples.iter().enumerate() {
+            if example.learn.len() != example.ids.len() {
+                return Err(DataError::Invalid(format!(
+                    "example {i}: {} learn flags for {} tokens",
+                    example.learn.len(),
+                    example.ids.len()
+                )));
+            }
             if example.ids.len() > max_len + 1 {
                 return Err(DataError::Invalid(format!(
                     "example {i}: {} tokens exceed max_len + 1 = {}",
@@ -92,7 +111,7 @@ impl FinetuneSet {
             if !example.target_mask().contains(&true) {
                 return Err(DataError::Invalid(format!(
                     "example {i}: no token to learn (prompt {} of {} tokens)",
-                    example.prompt_len,
+                    example.prompt_len(),
                     example.ids.len()
                 )));
             }
@@ -153,7 +172,7 @@ impl FinetuneSet {
                         ids.truncate(max_len + 1);
                         report.truncated += 1;
                     }
-                    examples.push(FinetuneExample { ids, prompt_len });
+                    examples.push(FinetuneExample::new(ids, prompt_len));
                 }
             }
             FinetuneFormat::Text => {
@@ -170,12 +189,12 @@ impl FinetuneSet {
                     if pieces.len() > 1 {
                         report.split_documents += 1;
                     }
-                    examples.extend(pieces.into_iter().filter(|p| p.len() >= 2).map(|p| {
-                        FinetuneExample {
-                            ids: p.to_vec(),
-                            prompt_len: 0,
-                        }
-                    }));
+                    examples.extend(
+                        pieces
+                            .into_iter()
+                            .filter(|p| p.len() >= 2)
+                            .map(|p| FinetuneExample::new(p.to_vec(), 0)),
+                    );
                 }
             }
         }
@@ -203,6 +222,27 @@ impl FinetuneSet {
 
     pub fn max_len(&self) -> usize {
         self.max_len
+    }
+
+    /// The examples joined end to end (each ends with `<|endoftext|>`) and cut into windows of
+    /// `max_len + 1` tokens, as pretraining reads its data: no padding, and every learn flag kept
+    /// (a window may hold a prompt of one example and the completion of the one before). Only the
+    /// first token of each window stops being a target. A final window with nothing to learn is
+    /// dropped.
+    pub fn packed(self) -> Result<Self> {
+        let ids: Vec<u32> = self.examples.iter().flat_map(|e| e.ids.clone()).collect();
+        let learn: Vec<bool> = self.examples.iter().flat_map(|e| e.learn.clone()).collect();
+        let width = self.max_len + 1;
+        let windows = ids
+            .chunks(width)
+            .zip(learn.chunks(width))
+            .map(|(ids, learn)| FinetuneExample {
+                ids: ids.to_vec(),
+                learn: learn.to_vec(),
+            })
+            .filter(|w| w.target_mask().contains(&true))
+            .collect();
+        Self::new(windows, self.max_len, self.pad_id, self.seed)
     }
 
     /// The last `fraction` of the examples (at least one, and one left to train on) apart: a

@@ -37,7 +37,7 @@ fn examples(n: usize) -> Vec<FinetuneExample> {
                 .collect();
             let last = *ids.last().unwrap();
             ids.extend((1..=3 + i % 3).map(|k| (last + 96 - k as u32) % 96));
-            FinetuneExample { ids, prompt_len }
+            FinetuneExample::new(ids, prompt_len)
         })
         .collect()
 }
@@ -85,7 +85,7 @@ fn prompt_and_padding_positions_contribute_nothing() {
         total += t;
         count += c;
     }
-    let completion_tokens: usize = rows.iter().map(|e| e.ids.len() - e.prompt_len).sum();
+    let completion_tokens: usize = rows.iter().map(|e| e.ids.len() - e.prompt_len()).sum();
     assert_eq!(
         tokens, completion_tokens,
         "counted tokens are completion tokens"
@@ -112,6 +112,31 @@ fn prompt_and_padding_positions_contribute_nothing() {
 }
 
 #[test]
+fn packing_joins_examples_into_full_windows_and_keeps_what_is_learned() {
+    let set = FinetuneSet::new(examples(20), 16, 0, 3).unwrap();
+    let (ids, learn): (Vec<u32>, Vec<bool>) = set
+        .examples()
+        .iter()
+        .flat_map(|e| e.ids.iter().copied().zip(e.learn.iter().copied()))
+        .unzip();
+    let packed = set.clone().packed().unwrap();
+    assert!(packed.len() < set.len());
+    let windows = packed.examples();
+    assert!(
+        windows[..windows.len() - 1]
+            .iter()
+            .all(|w| w.ids.len() == 17)
+    );
+    let joined: Vec<u32> = windows.iter().flat_map(|w| w.ids.clone()).collect();
+    let joined_learn: Vec<bool> = windows.iter().flat_map(|w| w.learn.clone()).collect();
+    assert_eq!(joined[..], ids[..joined.len()]);
+    assert_eq!(joined_learn[..], learn[..joined.len()]);
+    // A packed batch needs no padding: every position of a full window is a real token.
+    let batch = packed.batch::<Cpu>(0..2, &Default::default());
+    assert_eq!(batch.inputs.dims(), [2, 16]);
+}
+
+#[test]
 fn reading_prompt_completion_jsonl_masks_the_prompt_and_names_bad_lines() {
     let tokenizer = PhiTokenizer::bundled();
     let dir = tempfile::tempdir().unwrap();
@@ -127,7 +152,7 @@ fn reading_prompt_completion_jsonl_masks_the_prompt_and_names_bad_lines() {
     assert_eq!(report.examples, 2);
     let first = &set.examples()[0];
     let prompt = tokenizer.encode("def square(x):\n").unwrap();
-    assert_eq!(first.prompt_len, prompt.len());
+    assert_eq!(first.prompt_len(), prompt.len());
     assert_eq!(&first.ids[..prompt.len()], &prompt[..]);
     assert_eq!(
         *first.ids.last().unwrap(),
