@@ -26,7 +26,9 @@ use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
 use phi_zoo::common::train::{LoraTrainee, Schedule, StepSettings, Trainee};
 use phi_zoo::datasets::corpora::EXERCISES_JSONL;
 use phi_zoo::datasets::{FinetuneFormat, FinetuneSet, SampleStream};
-use phi_zoo::training::{RunData, RunPlan, Trained, Validated, resume_epoch, run_with};
+use phi_zoo::training::{
+    RunData, RunPlan, Trained, Validated, logged_metric, resume_epoch, run_with,
+};
 use phi_zoo::{
     Checkpoint, GenerationConfig, LoraConfig, LoraTarget, Phi, PhiTokenizer, StoredDType,
 };
@@ -188,7 +190,7 @@ impl BackendJob for Finetune {
             peak_flops: None,
         };
         let data = RunData::<Autodiff<B>>::streams(
-            Arc::new(train.clone()),
+            Arc::new(train),
             Arc::new(valid.clone()),
             args.max_len,
             &plan,
@@ -293,17 +295,9 @@ fn mean_loss<B: Backend>(phi: &Phi<B>, set: &FinetuneSet, device: &B::Device) ->
 /// The mean of a metric over each epoch's training log.
 fn logged_means(dir: &Path, metric: &str) -> Vec<f64> {
     (1..)
-        .map(|epoch| dir.join(format!("train/epoch-{epoch}/{metric}.log")))
-        .take_while(|path| path.exists())
-        .filter_map(|path| {
-            let values: Vec<f64> = std::fs::read_to_string(path)
-                .ok()?
-                .lines()
-                .filter_map(|l| l.split(',').next()?.trim().parse().ok())
-                .filter(|v: &f64| *v > 0.0)
-                .collect();
-            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-        })
+        .map_while(|epoch| logged_metric(dir, "train", epoch, metric))
+        .filter(|values| !values.is_empty())
+        .map(|values| values.iter().sum::<f64>() / values.len() as f64)
         .collect()
 }
 

@@ -25,10 +25,8 @@ use phi_zoo::common::train::{
     Decay, Recipe, Schedule, StepSettings, Trainee, known_peak_bf16_flops,
 };
 use phi_zoo::datasets::corpora::EmbeddedCorpus;
-use phi_zoo::datasets::{
-    Corpus, Mixture, MixtureSource, PrepareOptions, TokenStore, named_mixture, prepare,
-};
-use phi_zoo::training::{RunPlan, resume_epoch, run};
+use phi_zoo::datasets::{Mixture, MixtureSource, TokenStore, named_mixture};
+use phi_zoo::training::{RunPlan, logged_metric, resume_epoch, run};
 use phi_zoo::{GenerationConfig, Phi, PhiConfig, PhiTokenizer, Sampling, StoredDType};
 
 #[derive(Parser, Clone)]
@@ -104,42 +102,6 @@ fn recipe(name: &str) -> Result<Recipe> {
 /// Held out from training: the last documents of each embedded corpus.
 const HELD_OUT_DOCUMENTS: usize = 100;
 
-/// Train and validation stores of an embedded corpus, prepared once under `dir`.
-fn embedded_split(
-    corpus: EmbeddedCorpus,
-    dir: &Path,
-    tokenizer: &PhiTokenizer,
-) -> Result<(TokenStore, TokenStore)> {
-    let lines: Vec<&str> = corpus
-        .jsonl()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let (train, valid) = lines.split_at(lines.len() - HELD_OUT_DOCUMENTS);
-    let mut stores = vec![];
-    for (part, docs) in [("train", train), ("valid", valid)] {
-        let store_dir = dir.join(format!("{}-{part}.store", corpus.name()));
-        if let Ok(store) = TokenStore::open(&store_dir)
-            && store.header().documents == docs.len() as u64
-        {
-            stores.push(store);
-            continue;
-        }
-        std::fs::create_dir_all(dir)?;
-        let source = dir.join(format!("{}-{part}.jsonl", corpus.name()));
-        std::fs::write(&source, docs.join("\n") + "\n")?;
-        prepare(
-            &[Corpus::jsonl(&source, "text")],
-            tokenizer,
-            &store_dir,
-            &PrepareOptions::default(),
-        )?;
-        stores.push(TokenStore::open(&store_dir)?);
-    }
-    let valid = stores.pop().expect("two stores");
-    Ok((stores.pop().expect("two stores"), valid))
-}
-
 /// The training and validation mixtures.
 fn mixtures(args: &Args, recipe: &Recipe, tokenizer: &PhiTokenizer) -> Result<(Mixture, Mixture)> {
     let weights = named_mixture(&recipe.mixture)
@@ -150,7 +112,7 @@ fn mixtures(args: &Args, recipe: &Recipe, tokenizer: &PhiTokenizer) -> Result<(M
         for &(slot, weight) in weights {
             let corpus =
                 EmbeddedCorpus::by_name(slot).expect("the named mixtures use embedded slots");
-            let (t, v) = embedded_split(corpus, &dir, tokenizer)?;
+            let (t, v) = corpus.split_stores(&dir, tokenizer, HELD_OUT_DOCUMENTS)?;
             train.push(MixtureSource {
                 name: slot.into(),
                 store: Arc::new(t),
@@ -204,16 +166,6 @@ fn gpu_peak_flops() -> Option<f64> {
         eprintln!("no peak FLOP/s known for {name:?}: pass --peak-tflops for MFU");
     }
     peak
-}
-
-/// Mean of the values in one metric log file.
-fn mean_of_log(path: &Path) -> Option<(f64, Vec<f64>)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let values: Vec<f64> = text
-        .lines()
-        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
-        .collect();
-    (!values.is_empty()).then(|| (values.iter().sum::<f64>() / values.len() as f64, values))
 }
 
 /// A loss curve as a self-contained SVG.
@@ -383,14 +335,11 @@ impl BackendJob for Pretrain {
         let mut curve = vec![];
         let mut valid_points = vec![];
         for epoch in 1..=epochs {
-            if let Some((_, values)) =
-                mean_of_log(&args.out.join(format!("train/epoch-{epoch}/Loss.log")))
+            curve.extend(logged_metric(&args.out, "train", epoch, "Loss").unwrap_or_default());
+            if let Some(values) = logged_metric(&args.out, "valid", epoch, "Loss")
+                && !values.is_empty()
             {
-                curve.extend(values);
-            }
-            if let Some((mean, _)) =
-                mean_of_log(&args.out.join(format!("valid/epoch-{epoch}/Loss.log")))
-            {
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
                 valid_points.push((epoch * args.checkpoint_every, mean));
             }
         }

@@ -276,3 +276,16 @@ pub fn resume_epoch(dir: &Path, resume: bool) -> Result<Option<usize>, String> {
         )
     })
 }
+
+/// The values (first column, one per micro-batch) of a metric log the learner wrote:
+/// `<dir>/<split>/epoch-<epoch>/<metric>.log`, with `_` for the spaces of the metric's name.
+/// `None` when there is no such log.
+pub fn logged_metric(dir: &Path, split: &str, epoch: usize, metric: &str) -> Option<Vec<f64>> {
+    let path = dir.join(format!("{split}/epoch-{epoch}/{metric}.log"));
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+            .collect(),
+    )
+}

@@ -50,31 +50,70 @@ impl EmbeddedCorpus {
     }
 
     pub fn num_documents(self) -> u64 {
-        self.jsonl()
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count() as u64
+        self.documents().count() as u64
     }
 
     /// The token store of this corpus under `dir` (`<name>.store`), prepared on first use and
     /// reused while it matches the tokenizer.
     pub fn store(self, dir: &Path, tokenizer: &PhiTokenizer) -> Result<TokenStore> {
-        let store_dir = dir.join(format!("{}.store", self.name()));
-        let sha = tokenizer_sha256(tokenizer)?;
-        if let Ok(store) = TokenStore::open_for(&store_dir, &sha)
-            && store.header().documents == self.num_documents()
-        {
-            return Ok(store);
-        }
-        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-        let source = dir.join(format!("{}.jsonl", self.name()));
-        std::fs::write(&source, self.jsonl()).map_err(|e| DataError::io(&source, e))?;
-        prepare(
-            &[Corpus::jsonl(&source, "text")],
-            tokenizer,
-            &store_dir,
-            &PrepareOptions::default(),
-        )?;
-        TokenStore::open_for(&store_dir, &sha)
+        let documents: Vec<&str> = self.documents().collect();
+        stored_documents(dir, self.name(), &documents, tokenizer)
     }
+
+    /// Training and validation stores of this corpus under `dir` (`<name>-train.store`,
+    /// `<name>-valid.store`): the last `held_out` documents for validation only, the rest for
+    /// training. Prepared on first use and reused while they match the tokenizer.
+    pub fn split_stores(
+        self,
+        dir: &Path,
+        tokenizer: &PhiTokenizer,
+        held_out: usize,
+    ) -> Result<(TokenStore, TokenStore)> {
+        let documents: Vec<&str> = self.documents().collect();
+        if held_out == 0 || held_out >= documents.len() {
+            return Err(DataError::Invalid(format!(
+                "cannot hold out {held_out} of the {} documents of the {} corpus",
+                documents.len(),
+                self.name()
+            )));
+        }
+        let (train, valid) = documents.split_at(documents.len() - held_out);
+        Ok((
+            stored_documents(dir, &format!("{}-train", self.name()), train, tokenizer)?,
+            stored_documents(dir, &format!("{}-valid", self.name()), valid, tokenizer)?,
+        ))
+    }
+
+    /// The JSONL lines, one document each.
+    fn documents(self) -> impl Iterator<Item = &'static str> {
+        self.jsonl().lines().filter(|l| !l.trim().is_empty())
+    }
+}
+
+/// The token store `dir/<name>.store` of `documents` (JSONL lines with a `text` field): opened if
+/// it holds as many documents and was made with `tokenizer`, else written (through
+/// `dir/<name>.jsonl`) and prepared.
+fn stored_documents(
+    dir: &Path,
+    name: &str,
+    documents: &[&str],
+    tokenizer: &PhiTokenizer,
+) -> Result<TokenStore> {
+    let store_dir = dir.join(format!("{name}.store"));
+    let sha = tokenizer_sha256(tokenizer)?;
+    if let Ok(store) = TokenStore::open_for(&store_dir, &sha)
+        && store.header().documents == documents.len() as u64
+    {
+        return Ok(store);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let source = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&source, documents.join("\n") + "\n").map_err(|e| DataError::io(&source, e))?;
+    prepare(
+        &[Corpus::jsonl(&source, "text")],
+        tokenizer,
+        &store_dir,
+        &PrepareOptions::default(),
+    )?;
+    TokenStore::open_for(&store_dir, &sha)
 }

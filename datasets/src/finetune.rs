@@ -293,7 +293,7 @@ impl SampleStream for FinetuneSet {
             for (i, &id) in example.ids[1..].iter().enumerate() {
                 targets[at + i] = id as i64;
             }
-            for (i, keep) in example.target_mask().into_iter().enumerate() {
+            for (i, &keep) in example.learn[1..].iter().enumerate() {
                 mask[at + i] = keep;
             }
         }

@@ -385,13 +385,7 @@ fn lora_fine_tuning_resumes_exactly() {
     };
     let d = max_abs_diff(&weights(&straight), &weights(&resumed));
     assert!(d <= 1e-6, "resumed adapters differ by {d}");
-    let losses = |dir: &Path| -> Vec<f64> {
-        std::fs::read_to_string(dir.join("train/epoch-2/Loss.log"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(',').next()?.parse().ok())
-            .collect()
-    };
+    let losses = |dir: &Path| crate::train::logged(dir, "train", 2, "Loss");
     let (a, b) = (losses(whole.path()), losses(split.path()));
     assert_eq!(a.len(), 5);
     for (x, y) in a.iter().zip(&b) {

@@ -78,7 +78,9 @@ pub fn load(fixture: &str, layout: &str) -> Phi<Cpu> {
         .unwrap_or_else(|e| panic!("{fixture}/{layout}: {e}"))
 }
 
-pub fn to_vec<const D: usize>(t: burn::tensor::Tensor<Cpu, D>) -> Vec<f32> {
+pub fn to_vec<B: burn::tensor::backend::Backend, const D: usize>(
+    t: burn::tensor::Tensor<B, D>,
+) -> Vec<f32> {
     t.into_data().iter::<f32>().collect()
 }
 

@@ -11,7 +11,7 @@ use phi_zoo::common::train::regularize::{
 };
 use phi_zoo::common::train::{LmBatch, StepSettings, Trainee, lm_loss};
 
-use crate::fixtures::{Reference, layout_dir};
+use crate::fixtures::{Reference, layout_dir, to_vec};
 
 type Train = Autodiff<Cpu>;
 
@@ -236,49 +236,21 @@ fn clipping_uses_the_global_norm_and_decay_spares_biases_and_norms() {
         );
     }
 
-    let values = |t: Tensor<Train, 2>| -> Vec<f32> { t.into_data().iter::<f32>().collect() };
-    let weight_before = values(phi.model.layers[0].mlp.fc1.weight.val());
-    let bias_before: Vec<f32> = phi.model.layers[0]
-        .mlp
-        .fc1
-        .bias
-        .as_ref()
-        .unwrap()
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
-    let norm_before: Vec<f32> = phi
-        .model
-        .final_layernorm
-        .gamma
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
+    // fc1's weight, fc1's bias, the final LayerNorm's gamma.
+    let parts = |phi: &phi_zoo::Phi<Train>| {
+        let fc1 = &phi.model.layers[0].mlp.fc1;
+        (
+            to_vec(fc1.weight.val()),
+            to_vec(fc1.bias.as_ref().unwrap().val()),
+            to_vec(phi.model.final_layernorm.gamma.val()),
+        )
+    };
+    let (weight_before, bias_before, norm_before) = parts(&phi);
     let decayed = decay_weight_matrices(phi, 0.5, 0.1);
-    let weight_after = values(decayed.model.layers[0].mlp.fc1.weight.val());
+    let (weight_after, bias_after, norm_after) = parts(&decayed);
     for (a, b) in weight_after.iter().zip(&weight_before) {
         assert!((a - b * 0.95).abs() < 1e-6);
     }
-    let bias_after: Vec<f32> = decayed.model.layers[0]
-        .mlp
-        .fc1
-        .bias
-        .as_ref()
-        .unwrap()
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
-    let norm_after: Vec<f32> = decayed
-        .model
-        .final_layernorm
-        .gamma
-        .val()
-        .into_data()
-        .iter::<f32>()
-        .collect();
     assert_eq!(bias_after, bias_before);
     assert_eq!(norm_after, norm_before);
 }
@@ -398,47 +370,11 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
         &[],
     );
 
-    let weights = |t: &Trainee<Cpu>| -> Vec<f32> {
-        let mut v: Vec<f32> = t
-            .phi
-            .lm_head
-            .weight
-            .val()
-            .into_data()
-            .iter::<f32>()
-            .collect();
-        v.extend(
-            t.phi.model.layers[1]
-                .mlp
-                .fc2
-                .weight
-                .val()
-                .into_data()
-                .iter::<f32>(),
-        );
-        v
-    };
-    let initial: Vec<f32> = {
-        let mut v: Vec<f32> = start
-            .phi
-            .lm_head
-            .weight
-            .val()
-            .into_data()
-            .iter::<f32>()
-            .collect();
-        v.extend(
-            start.phi.model.layers[1]
-                .mlp
-                .fc2
-                .weight
-                .val()
-                .into_data()
-                .iter::<f32>(),
-        );
-        v
-    };
-    let (a, b) = (weights(&straight), weights(&resumed));
+    let initial = tracked_weights(&start.phi);
+    let (a, b) = (
+        tracked_weights(&straight.phi),
+        tracked_weights(&resumed.phi),
+    );
     let moved = a
         .iter()
         .zip(&initial)
@@ -446,7 +382,7 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
         .fold(0.0, f32::max);
     assert!(moved > 1e-3, "training did not move the weights");
     assert_ne!(
-        weights(&first_half),
+        tracked_weights(&first_half.phi),
         a,
         "the first half alone should differ from the whole run"
     );
@@ -463,7 +399,7 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
     // Every micro-batch's loss, as the learner logged it, is the same in both runs.
     let losses = |dir: &std::path::Path, part: &str| -> Vec<f64> {
         (1..=4)
-            .flat_map(|epoch| logged(&dir.join(format!("{part}/epoch-{epoch}/Loss.log"))))
+            .flat_map(|epoch| logged(dir, part, epoch, "Loss"))
             .collect()
     };
     for part in ["train", "valid"] {
@@ -481,10 +417,10 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
     // The other metrics are logged too (file names have `_` for spaces), MFU included when a
     // peak is given.
     for metric in ["Perplexity", "Learning_Rate", "Tokens_per_second", "MFU"] {
-        let values = logged(&whole.path().join(format!("train/epoch-1/{metric}.log")));
+        let values = logged(whole.path(), "train", 1, metric);
         assert_eq!(values.len(), 4, "{metric}");
     }
-    let lr = logged(&whole.path().join("train/epoch-1/Learning_Rate.log"));
+    let lr = logged(whole.path(), "train", 1, "Learning_Rate");
     assert!(lr[0] > 0.0 && lr[0] <= 3e-3, "learning rate {lr:?}");
     // The last 3 checkpoints are kept, and the best validation epoch besides.
     let kept: Vec<String> = std::fs::read_dir(whole.path().join("checkpoint"))
@@ -496,13 +432,21 @@ fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
     assert!(!kept.is_empty() && kept.len() <= 4, "{kept:?}");
 }
 
-/// The first column of a burn-train metric log.
-fn logged(path: &std::path::Path) -> Vec<f64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
-        .collect()
+/// The weights the resume test compares: the LM head and the last block's fc2.
+fn tracked_weights<B: Backend>(phi: &phi_zoo::Phi<B>) -> Vec<f32> {
+    let mut values = to_vec(phi.lm_head.weight.val());
+    values.extend(to_vec(phi.model.layers[1].mlp.fc2.weight.val()));
+    values
+}
+
+/// The values of a metric log the learner must have written.
+pub fn logged(dir: &std::path::Path, split: &str, epoch: usize, metric: &str) -> Vec<f64> {
+    phi_zoo::training::logged_metric(dir, split, epoch, metric).unwrap_or_else(|| {
+        panic!(
+            "{}: no {split} {metric} log for epoch {epoch}",
+            dir.display()
+        )
+    })
 }
 
 #[test]
@@ -552,7 +496,7 @@ fn data_parallel_training_runs_through_burns_multi_device_strategy() {
         &[device, device],
     );
     // One loss per micro-batch per device: 3 steps × 2 devices.
-    assert_eq!(logged(&dir.path().join("train/epoch-1/Loss.log")).len(), 6);
+    assert_eq!(logged(dir.path(), "train", 1, "Loss").len(), 6);
     let before: Vec<f32> = start.phi.lm_head.weight.val().into_data().iter().collect();
     let after: Vec<f32> = trained
         .phi
