@@ -2,6 +2,7 @@
 //!
 //! cargo run --release --example bench -- [--config phi-1.5 | --model DIR] [--prompt-tokens 512]
 //!     [--new-tokens 64] [--backend flex|wgpu|cuda] [--dtype f32|f16|bf16] [--json]
+//!     [--warm-up-decode 2]
 //!
 //! `--config` names a shape (phi-1, phi-1-small, phi-1.5, phi-2) run with random weights;
 //! `--model` loads a checkpoint. One untimed pass of the same shapes runs first (GPU backends
@@ -40,6 +41,11 @@ struct Args {
     dtype: FloatType,
     #[arg(long)]
     json: bool,
+    /// Decode steps in the untimed warm-up pass. Giving `--new-tokens` warms every decode shape:
+    /// a much faster timed decode then means the time goes to first-use work (kernel
+    /// compilation, autotuning) rather than to the steps themselves.
+    #[arg(long, default_value_t = 2)]
+    warm_up_decode: usize,
     /// Write the model (e.g. the random one) here in HF format and exit, so another
     /// implementation can be timed on the same weights.
     #[arg(long)]
@@ -49,7 +55,8 @@ struct Args {
 struct Figures {
     load_s: f64,
     prefill_s: f64,
-    decode_s: f64,
+    /// Seconds of each decode step, in order.
+    steps_s: Vec<f64>,
 }
 
 struct Bench<'a> {
@@ -88,36 +95,44 @@ impl BackendJob for Bench<'_> {
             );
         }
         // Untimed warm-up of the same shapes (kernel compilation and autotuning on GPUs).
-        run_once(&model, &prompt, args.new_tokens.min(2), &device)?;
-        let (prefill_s, decode_s) = run_once(&model, &prompt, args.new_tokens, &device)?;
+        run_once(
+            &model,
+            &prompt,
+            args.new_tokens.min(args.warm_up_decode),
+            &device,
+        )?;
+        let (prefill_s, steps_s) = run_once(&model, &prompt, args.new_tokens, &device)?;
         Ok(Some(Figures {
             load_s,
             prefill_s,
-            decode_s,
+            steps_s,
         }))
     }
 }
 
-/// Prefills `prompt`, decodes `new_tokens` greedily; returns (prefill, decode) seconds.
+/// Prefills `prompt`, decodes `new_tokens` greedily; returns the prefill's seconds and each
+/// decode step's.
 fn run_once<B: Backend>(
     model: &Phi<B>,
     prompt: &[u32],
     new_tokens: usize,
     device: &B::Device,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, Vec<f64>)> {
     let mut cache = model.new_cache(1, prompt.len() + new_tokens, device);
     let started = Instant::now();
     let logits =
         model.forward_cached_last(model.ids_tensor(&[prompt.to_vec()], device)?, &mut cache)?;
     let mut next = argmax(logits);
     let prefill_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
+    let mut steps = Vec::with_capacity(new_tokens);
     for _ in 0..new_tokens {
+        let started = Instant::now();
         let logits =
             model.forward_cached_last(model.ids_tensor(&[vec![next]], device)?, &mut cache)?;
         next = argmax(logits);
+        steps.push(started.elapsed().as_secs_f64());
     }
-    Ok((prefill_s, started.elapsed().as_secs_f64()))
+    Ok((prefill_s, steps))
 }
 
 /// Reads the logits back, as generation does every step.
@@ -139,7 +154,8 @@ fn main() -> Result<()> {
         return Ok(());
     };
     let prefill = args.prompt_tokens as f64 / figures.prefill_s;
-    let decode = args.new_tokens as f64 / figures.decode_s;
+    let decode_s: f64 = figures.steps_s.iter().sum();
+    let decode = args.new_tokens as f64 / decode_s;
     let rss = phi_zoo::memory::peak_rss_bytes();
     if args.json {
         println!(
@@ -164,8 +180,21 @@ fn main() -> Result<()> {
         );
         println!(
             "decode   {decode:8.2} tokens/s ({:.2} ms/token)",
-            1000.0 * figures.decode_s / args.new_tokens as f64
+            1000.0 * decode_s / args.new_tokens as f64
         );
+        let mut steps = figures.steps_s.clone();
+        steps.sort_by(f64::total_cmp);
+        if let (Some(first), Some(fastest), Some(slowest)) =
+            (figures.steps_s.first(), steps.first(), steps.last())
+        {
+            println!(
+                "  steps: first {:.2} ms, fastest {:.2}, median {:.2}, slowest {:.2}",
+                first * 1e3,
+                fastest * 1e3,
+                steps[steps.len() / 2] * 1e3,
+                slowest * 1e3
+            );
+        }
         if let Some(rss) = rss {
             println!("peak RSS {:8.2} GB", rss as f64 / 1e9);
         }

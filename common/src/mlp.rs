@@ -16,11 +16,12 @@ impl<B: Backend> PhiMlp<B> {
     /// `x: [batch, seq, hidden]` → `[batch, seq, hidden]`, with the LoRA updates of `adapters`.
     pub fn forward(&self, x: Tensor<B, 3>, adapters: Option<&LayerAdapters<B>>) -> Tensor<B, 3> {
         let fc1 = project(&self.fc1, adapters.and_then(|a| a.fc1.as_ref()), x);
-        project(
-            &self.fc2,
-            adapters.and_then(|a| a.fc2.as_ref()),
-            gelu_new(fc1),
-        )
+        let activated = if crate::cpu::applies(&fc1) {
+            crate::cpu::gelu::gelu_new(fc1)
+        } else {
+            gelu_new(fc1)
+        };
+        project(&self.fc2, adapters.and_then(|a| a.fc2.as_ref()), activated)
     }
 }
 

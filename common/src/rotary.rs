@@ -100,3 +100,18 @@ pub struct RotaryAngles<B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
 }
+
+impl<B: Backend> RotaryAngles<B> {
+    /// cos and sin as f32 host values, `rows × rotary_dim` each, and the row count
+    /// (`seq`, or `batch × seq` for per-row positions).
+    pub fn host_values(&self) -> (Vec<f32>, Vec<f32>, usize) {
+        let [batch, _, seq, _] = self.cos.dims();
+        let values = |t: &Tensor<B, 4>| -> Vec<f32> {
+            t.to_data()
+                .convert::<f32>()
+                .into_vec()
+                .expect("converted to f32 just above")
+        };
+        (values(&self.cos), values(&self.sin), batch * seq)
+    }
+}

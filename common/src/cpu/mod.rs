@@ -1,0 +1,46 @@
+//! Inference fast paths for burn's CPU backends.
+//!
+//! burn's CPU backend runs each elementwise op as its own single-threaded pass and its attention
+//! op on one thread over every key. At prefill shapes those passes, not the matmuls, took a third
+//! of phi-1.5's time on 2 cores (`examples/prefill_profile`). The kernels here do the same
+//! arithmetic in fewer passes, on every core; every other backend, and training (autodiff),
+//! keeps the generic tensor code they replace.
+
+pub mod attention;
+pub mod gelu;
+pub mod rotary;
+
+use burn::prelude::*;
+use burn::tensor::DType;
+use rayon::prelude::*;
+
+use crate::linear::is_cpu;
+
+/// Whether the fast paths apply to `x`: an f32 inference tensor on a CPU backend.
+pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    let device = x.device();
+    is_cpu::<B>(&device) && !B::ad_enabled(&device) && x.dtype() == DType::F32
+}
+
+/// Runs `kernel(first_row, rows)` over `x` (f32, seen as rows of `row_len` values) in parallel
+/// chunks of whole rows, in place when `x` owns its memory (burn then moves it, no copy).
+pub(crate) fn map_rows<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    row_len: usize,
+    kernel: impl Fn(usize, &mut [f32]) + Sync,
+) -> Tensor<B, D> {
+    let device = x.device();
+    let shape = x.shape();
+    let mut values: Vec<f32> = x
+        .into_data()
+        .into_vec()
+        .expect("map_rows is only called on f32 tensors");
+    let rows = values.len() / row_len;
+    // A few chunks per thread balance the load without much bookkeeping.
+    let chunk_rows = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+    values
+        .par_chunks_mut(chunk_rows * row_len)
+        .enumerate()
+        .for_each(|(chunk, part)| kernel(chunk * chunk_rows, part));
+    Tensor::from_data(TensorData::new(values, shape), &device)
+}

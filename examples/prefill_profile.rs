@@ -1,0 +1,139 @@
+//! Where one Phi layer's prefill time goes on the CPU: the whole layer, its matmuls, and each
+//! CPU kernel (`phi_zoo_common::cpu`) next to the generic tensor code it replaces there.
+//!
+//! `cargo run --release --example prefill_profile [-- --config phi-1.5 --tokens 512 --reps 3]`
+//!
+//! Random weights and inputs; mean milliseconds per call after one untimed call. Inputs are
+//! shared between calls, so each call also pays the copy that a kernel working in place makes
+//! of a shared input (in the model, these inputs are fresh and the kernels copy nothing).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::activation::softmax;
+use clap::Parser;
+use phi_zoo::backend::Cpu;
+use phi_zoo::{Phi, named_config};
+use phi_zoo_common::cpu;
+use phi_zoo_common::linear::forward_rows;
+use phi_zoo_common::mlp::gelu_new;
+use phi_zoo_common::positions::Positions;
+
+#[derive(Parser)]
+struct Args {
+    /// A named shape: phi-1, phi-1-small, phi-1.5, phi-2, tiny.
+    #[arg(long, default_value = "phi-1.5")]
+    config: String,
+    /// Prompt length.
+    #[arg(long, default_value_t = 512)]
+    tokens: usize,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+/// Mean milliseconds per call of `f`, after one untimed call.
+fn ms<const D: usize>(reps: usize, mut f: impl FnMut() -> Tensor<Cpu, D>) -> f64 {
+    let _ = f().into_data();
+    let start = Instant::now();
+    for _ in 0..reps {
+        let _ = f().into_data();
+    }
+    start.elapsed().as_secs_f64() * 1e3 / reps as f64
+}
+
+fn main() {
+    let args = Args::parse();
+    let device = Default::default();
+    let Some(mut config) = named_config(&args.config) else {
+        eprintln!("unknown config {:?}", args.config);
+        std::process::exit(2);
+    };
+    config.num_hidden_layers = 1;
+    let phi = Phi::<Cpu>::new(&config, &device);
+    let (layer, rotary) = (&phi.model.layers[0], &phi.model.rotary);
+    let attn = &layer.self_attn;
+    let (seq, reps) = (args.tokens, args.reps);
+    let (hidden, heads, head_dim) = (
+        config.hidden_size,
+        config.num_attention_heads,
+        config.head_dim(),
+    );
+    let scale = (head_dim as f32).powf(-0.5);
+    let random =
+        |shape: [usize; 3]| Tensor::<Cpu, 3>::random(shape, Distribution::Default, &device);
+    let x = random([1, seq, hidden]);
+    let up = random([1, seq, config.intermediate_size]);
+    let positions = Positions::new(rotary, 0, seq, &[], &device);
+    let split = |t: Tensor<Cpu, 3>| t.reshape([1, seq, heads, head_dim]).swap_dims(1, 2);
+    let (q, k, v) = (split(x.clone()), split(x.clone()), split(x.clone()));
+
+    let stages: Vec<(&str, f64)> = vec![
+        (
+            "layer",
+            ms(reps, || {
+                layer.forward(x.clone(), rotary, &positions, None, None)
+            }),
+        ),
+        (
+            "  attention half",
+            ms(reps, || {
+                attn.forward(x.clone(), rotary, &positions, None, None)
+            }),
+        ),
+        (
+            "  mlp half",
+            ms(reps, || layer.mlp.forward(x.clone(), None)),
+        ),
+        (
+            "q_proj (×4 in attention)",
+            ms(reps, || forward_rows(&attn.q_proj, x.clone())),
+        ),
+        ("fc1", ms(reps, || forward_rows(&layer.mlp.fc1, x.clone()))),
+        ("fc2", ms(reps, || forward_rows(&layer.mlp.fc2, up.clone()))),
+        ("gelu, tensor ops", ms(reps, || gelu_new(up.clone()))),
+        (
+            "gelu, CPU kernel",
+            ms(reps, || cpu::gelu::gelu_new(up.clone())),
+        ),
+        (
+            "rotary, tensor ops",
+            ms(reps, || rotary.apply(q.clone(), &positions.angles)),
+        ),
+        (
+            "rotary, CPU kernel",
+            ms(reps, || {
+                cpu::rotary::apply(x.clone(), head_dim, &positions.angles)
+            }),
+        ),
+        (
+            "attention core, tensor ops",
+            ms(reps, || {
+                let future = Tensor::<Cpu, 2, Bool>::tril_mask([seq, seq], 0, &device);
+                let scores = q
+                    .clone()
+                    .matmul(k.clone().swap_dims(2, 3))
+                    .mul_scalar(scale);
+                let scores = scores.mask_fill(future.reshape([1, 1, seq, seq]), f32::NEG_INFINITY);
+                softmax(scores, 3).matmul(v.clone())
+            }),
+        ),
+        (
+            "attention core, CPU kernel",
+            ms(reps, || {
+                cpu::attention::attention(x.clone(), k.clone(), v.clone(), None, heads, scale)
+            }),
+        ),
+    ];
+    let layer_ms = stages[0].1;
+    println!(
+        "{} with {seq} tokens, one layer, mean of {reps} calls",
+        args.config
+    );
+    for (name, t) in stages {
+        println!(
+            "{name:<28} {t:9.2} ms {:6.1}% of the layer",
+            100.0 * t / layer_ms
+        );
+    }
+}
