@@ -4,7 +4,7 @@
 //!     [--new-tokens 64] [--backend flex|wgpu|cuda] [--dtype f32|f16|bf16] [--json]
 //!     [--warm-up-decode 2]
 //!
-//! `--config` names a shape (phi-1, phi-1-small, phi-1.5, phi-2) run with random weights;
+//! `--config` names a shape (phi-1, phi-1-small, phi-1.5, phi-2, tiny) run with random weights;
 //! `--model` loads a checkpoint. One untimed pass of the same shapes runs first (GPU backends
 //! compile and autotune kernels on first use). Then the prompt is prefilled in one cached forward
 //! and `--new-tokens` tokens are decoded greedily, one cached step each, with the logits read back
@@ -23,7 +23,7 @@ use phi_zoo::{Checkpoint, Phi, named_config};
 #[derive(Parser)]
 #[command(about = "Benchmark Phi prefill and decode")]
 struct Args {
-    /// A named shape with random weights: phi-1, phi-1-small, phi-1.5, phi-2.
+    /// A named shape with random weights: phi-1, phi-1-small, phi-1.5, phi-2, tiny.
     #[arg(long, default_value = "phi-1.5", conflicts_with = "model")]
     config: String,
     /// A checkpoint folder instead of random weights.

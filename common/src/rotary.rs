@@ -4,6 +4,8 @@
 //! `j + rotary_dim / 2` (`rotate_half`), not with `j + 1`: burn's `RotaryEncoding` is interleaved
 //! and full-width, so it would give plausible but wrong output here.
 
+use std::sync::OnceLock;
+
 use burn::prelude::*;
 
 /// Precomputed cos/sin tables, `[max_positions, rotary_dim]`, computed in f32 (as transformers does)
@@ -56,6 +58,7 @@ impl<B: Backend> PartialRotary<B> {
         RotaryAngles {
             cos: self.cos.clone().narrow(0, start, seq).reshape(shape),
             sin: self.sin.clone().narrow(0, start, seq).reshape(shape),
+            host: OnceLock::new(),
         }
     }
 
@@ -69,6 +72,7 @@ impl<B: Backend> PartialRotary<B> {
         RotaryAngles {
             cos: self.cos.clone().select(0, index.clone()).reshape(shape),
             sin: self.sin.clone().select(0, index).reshape(shape),
+            host: OnceLock::new(),
         }
     }
 
@@ -99,19 +103,35 @@ impl<B: Backend> PartialRotary<B> {
 pub struct RotaryAngles<B: Backend> {
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
+    /// The same values on the host, read once for all layers when a CPU kernel asks.
+    host: OnceLock<HostAngles>,
+}
+
+/// cos and sin as f32 host values, `rows × rotary_dim` each; `rows` is `seq`, or `batch × seq`
+/// for per-row positions.
+#[derive(Clone, Debug)]
+pub struct HostAngles {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    pub rows: usize,
 }
 
 impl<B: Backend> RotaryAngles<B> {
-    /// cos and sin as f32 host values, `rows × rotary_dim` each, and the row count
-    /// (`seq`, or `batch × seq` for per-row positions).
-    pub fn host_values(&self) -> (Vec<f32>, Vec<f32>, usize) {
-        let [batch, _, seq, _] = self.cos.dims();
-        let values = |t: &Tensor<B, 4>| -> Vec<f32> {
-            t.to_data()
-                .convert::<f32>()
-                .into_vec()
-                .expect("converted to f32 just above")
-        };
-        (values(&self.cos), values(&self.sin), batch * seq)
+    /// The angles as f32 host values, read from the tensors on first use.
+    pub fn host_values(&self) -> &HostAngles {
+        self.host.get_or_init(|| {
+            let [batch, _, seq, _] = self.cos.dims();
+            let values = |t: &Tensor<B, 4>| -> Vec<f32> {
+                t.to_data()
+                    .convert::<f32>()
+                    .into_vec()
+                    .expect("converted to f32 just above")
+            };
+            HostAngles {
+                cos: values(&self.cos),
+                sin: values(&self.sin),
+                rows: batch * seq,
+            }
+        })
     }
 }

@@ -6,7 +6,8 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 /// Queries per work item: larger blocks make better matmuls, smaller ones skip more future keys
-/// and balance the threads better; 128 did best of 32..512 for phi-1.5 at 512 tokens.
+/// and balance the threads better. For phi-1.5 at 512 tokens, 32..512 all timed 52-65 ms per
+/// layer (`examples/prefill_profile`), within this machine's noise; 128 sits in the middle.
 const QUERY_BLOCK: usize = 128;
 
 /// `softmax(q·kᵀ·scale, hiding masked keys)·v` for `q: [batch, seq, heads * dim]` (queries
@@ -25,16 +26,7 @@ pub fn attention<B: Backend>(
     let device = q.device();
     let [batch, seq, width] = q.dims();
     let [_, kv_heads, keys, dim] = k.dims();
-    let values = |t: Tensor<B, 4>| -> Vec<f32> {
-        t.into_data()
-            .into_vec()
-            .expect("the CPU fast path runs on f32 tensors only")
-    };
-    let q: Vec<f32> = q
-        .into_data()
-        .into_vec()
-        .expect("the CPU fast path runs on f32 tensors only");
-    let (k, v) = (values(k), values(v));
+    let (q, k, v) = (super::host_f32(q), super::host_f32(k), super::host_f32(v));
     let hidden: Option<Vec<bool>> = mask.map(|m| {
         m.into_data()
             .into_vec()

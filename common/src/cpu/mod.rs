@@ -31,10 +31,7 @@ pub(crate) fn map_rows<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     let device = x.device();
     let shape = x.shape();
-    let mut values: Vec<f32> = x
-        .into_data()
-        .into_vec()
-        .expect("map_rows is only called on f32 tensors");
+    let mut values = host_f32(x);
     let rows = values.len() / row_len;
     // A few chunks per thread balance the load without much bookkeeping.
     let chunk_rows = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
@@ -43,4 +40,11 @@ pub(crate) fn map_rows<B: Backend, const D: usize>(
         .enumerate()
         .for_each(|(chunk, part)| kernel(chunk * chunk_rows, part));
     Tensor::from_data(TensorData::new(values, shape), &device)
+}
+
+/// `x`'s values (f32, as `applies` checks), moved out without a copy when `x` owns its memory.
+pub(crate) fn host_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
+    x.into_data()
+        .into_vec()
+        .expect("the CPU fast paths run on f32 tensors only")
 }

@@ -13,7 +13,8 @@ pub fn apply<B: Backend>(
     angles: &RotaryAngles<B>,
 ) -> Tensor<B, 3> {
     let [_, seq, width] = x.dims();
-    let (cos, sin, rows_of_angles) = angles.host_values();
+    let host = angles.host_values();
+    let (cos, sin, rows_of_angles) = (&host.cos, &host.sin, host.rows);
     let rotary_dim = cos.len() / rows_of_angles;
     let half = rotary_dim / 2;
     // Angle rows are per (batch row, position) for padded batches, else shared by all rows.
