@@ -113,7 +113,7 @@ impl BackendJob for Finetune {
             tokenizer,
             lora,
         } = self;
-        let resume_epoch = resume_epoch(&args.out, args.resume).map_err(anyhow::Error::msg)?;
+        let resume_epoch = resume_epoch(&args.out, args.resume);
         let data_path = match &args.data {
             Some(path) => path.clone(),
             None => {

@@ -233,7 +233,7 @@ impl BackendJob for Pretrain {
             recipe,
             config,
         } = self;
-        let resume_epoch = resume_epoch(&args.out, args.resume).map_err(anyhow::Error::msg)?;
+        let resume_epoch = resume_epoch(&args.out, args.resume);
         let tokenizer = PhiTokenizer::bundled();
         let (train, valid) = mixtures(&args, &recipe, &tokenizer)?;
         let tiny = args.config == "tiny";

@@ -5,9 +5,11 @@
 //! Metrics land in `<dir>/{train,valid}/epoch-N/<name>.log`, one line per micro-batch: `Loss`,
 //! `Perplexity`, `Learning_Rate`, `Tokens_per_second` and, given the hardware's peak, `MFU`.
 
+mod checkpoint_files;
 mod epoch_line;
 mod epoch_logger;
 
+pub use checkpoint_files::{AtomicRecorder, DeferredDeletes, newest_checkpoint};
 pub use epoch_line::EpochLineRenderer;
 pub use epoch_logger::EpochLogger;
 
@@ -20,7 +22,6 @@ use burn::lr_scheduler::LrScheduler;
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::prelude::*;
-use burn::record::DefaultRecorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::checkpoint::{
     ComposedCheckpointingStrategy, KeepLastNCheckpoints, MetricCheckpointingStrategy,
@@ -196,15 +197,23 @@ where
         .training_flops_per_token(data.seq_len);
     let first_epoch = plan.first_epoch();
     let valid_loss = LossMetric::<B::InnerBackend>::new();
-    let checkpoints = ComposedCheckpointingStrategy::builder()
-        .add(KeepLastNCheckpoints::new(plan.keep.max(1)))
-        .add(MetricCheckpointingStrategy::new(
-            &valid_loss,
-            Aggregate::Mean,
-            Direction::Lowest,
-            Split::Valid,
-        ))
-        .build();
+    let checkpoints = DeferredDeletes::new(
+        ComposedCheckpointingStrategy::builder()
+            .add(KeepLastNCheckpoints::new(plan.keep.max(1)))
+            .add(MetricCheckpointingStrategy::new(
+                &valid_loss,
+                Aggregate::Mean,
+                Direction::Lowest,
+                Split::Valid,
+            ))
+            .build(),
+        &plan.dir,
+    );
+    let dropped_checkpoints = checkpoints.pending();
+    // Whatever a killed run left past the epoch this one starts from is not a checkpoint.
+    if let Err(e) = checkpoint_files::clear_after(&plan.dir, first_epoch as usize) {
+        eprintln!("cannot clear stale checkpoint files: {e}");
+    }
     let execution = if devices.len() > 1 {
         ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice)
     } else {
@@ -217,7 +226,7 @@ where
         .metric_train_numeric(TokenRate::tokens_per_second())
         .metric_valid_numeric(valid_loss)
         .metric_valid_numeric(PerplexityOfLoss::new())
-        .with_file_checkpointer(DefaultRecorder::new())
+        .with_file_checkpointer(AtomicRecorder::default())
         .with_checkpointing_strategy(checkpoints)
         .with_training_strategy(execution.into())
         .num_epochs(plan.epochs)
@@ -234,47 +243,30 @@ where
     if let Some(epoch) = plan.resume_epoch {
         training = training.checkpoint(epoch);
     }
-    training
+    let trained = training
         .launch(Learner::new(trainee, optim, scheduler))
-        .model
-}
-
-/// The newest epoch with a complete checkpoint (model, optimizer and scheduler) in
-/// `dir/checkpoint`: what `--resume` continues from.
-pub fn newest_checkpoint(dir: &Path) -> Option<usize> {
-    let epochs = |prefix: &str| -> Vec<usize> {
-        std::fs::read_dir(dir.join("checkpoint"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
-                name.strip_prefix(prefix)?
-                    .strip_suffix(".mpk")?
-                    .parse()
-                    .ok()
-            })
-            .collect()
-    };
-    let (models, optims, schedulers) = (epochs("model-"), epochs("optim-"), epochs("scheduler-"));
-    models
-        .into_iter()
-        .filter(|e| optims.contains(e) && schedulers.contains(e))
-        .max()
-}
-
-/// With `resume`, the newest complete checkpoint in `dir` (an error naming the folder when there
-/// is none); without, `None`: a fresh run.
-pub fn resume_epoch(dir: &Path, resume: bool) -> Result<Option<usize>, String> {
-    if !resume {
-        return Ok(None);
+        .model;
+    if let Err(e) = checkpoint_files::delete_released(&plan.dir, &dropped_checkpoints) {
+        eprintln!("cannot delete old checkpoints: {e}");
     }
-    newest_checkpoint(dir).map(Some).ok_or_else(|| {
-        format!(
-            "--resume: no complete checkpoint in {}",
+    trained
+}
+
+/// With `resume`, the newest checkpoint in `dir` that verifies; `None` (with a notice) when there
+/// is none yet, so that a requeued job that never reached its first checkpoint starts over.
+/// Without `resume`, `None`: a fresh run.
+pub fn resume_epoch(dir: &Path, resume: bool) -> Option<usize> {
+    if !resume {
+        return None;
+    }
+    let newest = newest_checkpoint(dir);
+    if newest.is_none() {
+        eprintln!(
+            "--resume: no complete checkpoint in {} yet: starting from step 0",
             dir.join("checkpoint").display()
-        )
-    })
+        );
+    }
+    newest
 }
 
 /// The values (first column, one per micro-batch) of a metric log the learner wrote:

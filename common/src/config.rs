@@ -12,6 +12,24 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{PhiError, Result};
 
+// The largest size of each kind phi-zoo accepts. Published Phis are far below (phi-2: 32 layers,
+// hidden 2560, intermediate 10240, vocab 51200, 2048 positions); the limits exist so that a typo
+// or a hostile config.json is refused by name before anything is sized from it.
+/// Most vocabulary entries a config may declare.
+pub const MAX_VOCAB: usize = 1 << 22;
+/// Widest hidden size (and most attention heads).
+pub const MAX_HIDDEN: usize = 1 << 16;
+/// Widest MLP.
+pub const MAX_INTERMEDIATE: usize = 1 << 18;
+/// Most decoder layers.
+pub const MAX_LAYERS: usize = 1 << 10;
+/// Longest context.
+pub const MAX_POSITIONS: usize = 1 << 20;
+/// Most entries in each rotary table (positions × rotary channels, 128 MiB of f32).
+pub const MAX_ROTARY_TABLE: usize = 1 << 25;
+/// Largest config.json read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Everything that decides a Phi model's parameters and forward pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PhiConfig {
@@ -120,6 +138,18 @@ impl PhiConfig {
     /// Reads a config.json file in any dialect, then validates it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let bytes = std::fs::metadata(path)
+            .map_err(|e| PhiError::io(path, e))?
+            .len();
+        if bytes > MAX_CONFIG_BYTES {
+            return Err(PhiError::Config {
+                origin: path.display().to_string(),
+                field: "(file)".into(),
+                message: format!(
+                    "{bytes} bytes: a config.json is a few hundred (limit {MAX_CONFIG_BYTES})"
+                ),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| PhiError::io(path, e))?;
         Self::from_json_str(&text, &path.display().to_string())
     }
@@ -267,17 +297,31 @@ impl PhiConfig {
                 message,
             })
         };
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("max_position_embeddings", self.max_position_embeddings),
+        for (field, value, limit) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE,
+            ),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_HIDDEN),
+            ("num_key_value_heads", self.num_key_value_heads, MAX_HIDDEN),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
         ] {
             if value == 0 {
                 return err(field, "must be at least 1".into());
+            }
+            if value > limit {
+                return err(
+                    field,
+                    format!("{value} is beyond any Phi (phi-zoo accepts up to {limit})"),
+                );
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
@@ -314,6 +358,20 @@ impl PhiConfig {
                     "gives {} rotary channels of a {}-wide head; rotary needs a positive even count",
                     self.rotary_dim(),
                     self.head_dim()
+                ),
+            );
+        }
+        // The rotary tables are built for every position at load: bound their size too.
+        let table = self.max_position_embeddings * self.rotary_dim();
+        if table > MAX_ROTARY_TABLE {
+            return err(
+                "max_position_embeddings",
+                format!(
+                    "{} positions × {} rotary channels = {table} table entries, beyond the {} \
+                     phi-zoo accepts",
+                    self.max_position_embeddings,
+                    self.rotary_dim(),
+                    MAX_ROTARY_TABLE
                 ),
             );
         }

@@ -151,27 +151,47 @@ fn fused_layouts_report_their_own_key_names() {
 }
 
 #[test]
-fn a_config_that_disagrees_with_the_weights_is_a_shape_error() {
+fn a_config_that_disagrees_with_the_weights_names_the_field() {
     let dir = copy_of("tiny_p04", "v3");
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("\"intermediate_size\": 80", "\"intermediate_size\": 96");
-    std::fs::write(&path, text).unwrap();
-    match open_err(dir.path()) {
-        PhiError::Mismatch {
-            wrong_shape,
-            missing,
-            ..
-        } => {
-            assert!(missing.is_empty());
-            assert_eq!(
-                wrong_shape.len(),
-                2 * 3,
-                "fc1 weight and bias and fc2 weight, in both layers"
-            );
+    let original = std::fs::read_to_string(&path).unwrap();
+    for (from, to, field, stored) in [
+        (
+            "\"intermediate_size\": 80",
+            "\"intermediate_size\": 96",
+            "intermediate_size",
+            "model.layers.0.mlp.fc1.weight has shape [80, 40]",
+        ),
+        (
+            "\"vocab_size\": 100",
+            "\"vocab_size\": 128",
+            "vocab_size",
+            "model.embed_tokens.weight has shape [100, 40]",
+        ),
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 3",
+            "num_hidden_layers",
+            "the weights hold 2 decoder layers",
+        ),
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 1",
+            "num_hidden_layers",
+            "the weights hold 2 decoder layers",
+        ),
+    ] {
+        assert!(original.contains(from), "{from}");
+        std::fs::write(&path, original.replace(from, to)).unwrap();
+        match open_err(dir.path()) {
+            PhiError::Config {
+                field: f, message, ..
+            } => {
+                assert_eq!(f, field);
+                assert!(message.contains(stored), "{message}");
+            }
+            e => panic!("wrong error for {field}: {e}"),
         }
-        e => panic!("wrong error: {e}"),
     }
 }
 

@@ -245,7 +245,7 @@ fn lora_starts_as_the_base_model_and_merges_into_an_equal_plain_model() {
     );
 }
 
-fn plan(dir: &Path, epochs: usize, resume_epoch: Option<usize>) -> RunPlan {
+pub fn plan(dir: &Path, epochs: usize, resume_epoch: Option<usize>) -> RunPlan {
     RunPlan {
         dir: dir.to_path_buf(),
         batch: 4,
@@ -259,7 +259,7 @@ fn plan(dir: &Path, epochs: usize, resume_epoch: Option<usize>) -> RunPlan {
     }
 }
 
-fn data(plan: &RunPlan) -> RunData<Train> {
+pub fn data(plan: &RunPlan) -> RunData<Train> {
     let set = FinetuneSet::new(examples(40), 16, 0, 11).unwrap();
     let (train, valid) = set.split_held_out(0.1).unwrap();
     RunData::streams(
@@ -282,7 +282,7 @@ fn train_loss(phi: &Phi<Cpu>) -> f64 {
     total / count as f64
 }
 
-fn settings() -> StepSettings {
+pub fn settings() -> StepSettings {
     StepSettings {
         grad_clip_norm: Some(1.0),
         ..Default::default()

@@ -1,6 +1,7 @@
 //! phi-zoo's integration tests, in one binary (one link) with a module per concern.
 
 mod bad_input;
+mod crash_safety;
 mod datasets;
 mod decode;
 mod example;

@@ -256,7 +256,7 @@ fn clipping_uses_the_global_norm_and_decay_spares_biases_and_norms() {
 }
 
 /// A tiny Phi over a 1001-token vocabulary, without dropout (so runs are reproducible).
-fn tiny_trainee(device: &burn::backend::flex::FlexDevice) -> Trainee<Train> {
+pub fn tiny_trainee(device: &burn::backend::flex::FlexDevice) -> Trainee<Train> {
     let config = phi_zoo::PhiConfig {
         vocab_size: 1001,
         hidden_size: 32,
@@ -281,7 +281,7 @@ fn tiny_trainee(device: &burn::backend::flex::FlexDevice) -> Trainee<Train> {
     )
 }
 
-fn store(
+pub fn store(
     dir: &std::path::Path,
     name: &str,
     tokens: u64,

@@ -49,6 +49,23 @@ impl KeyLayout {
         }
     }
 
+    /// The decoder block a stored key belongs to (0-based), if it belongs to one.
+    pub fn block_of(self, key: &str) -> Option<usize> {
+        let (prefix, offset) = match self {
+            Self::V3 => ("model.layers.", 0),
+            Self::V2Msft => ("transformer.h.", 0),
+            // Blocks are `layers.1..=L`; `layers.0` is the embedding, `layers.L+1` the head.
+            Self::V1MixFormer => ("layers.", 1),
+        };
+        let (index, rest) = key.strip_prefix(prefix)?.split_once('.')?;
+        let index: usize = index.parse().ok()?;
+        // In V1 the head's norm is `layers.L+1.ln`, named like a block's: count blocks by the
+        // modules only blocks have.
+        let in_block =
+            self != Self::V1MixFormer || rest.starts_with("mixer.") || rest.starts_with("mlp.");
+        (in_block && index >= offset).then(|| index - offset)
+    }
+
     /// Keys that carry no parameters and are dropped wherever they appear.
     pub fn is_ignored(key: &str) -> bool {
         key.ends_with("rotary_emb.inv_freq")

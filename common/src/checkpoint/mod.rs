@@ -134,6 +134,7 @@ impl Checkpoint {
                  transformer.embd.wte.weight (V2) or layers.0.wte.weight (V1) is present",
             )
         })?;
+        check_sizes(&config, layout, &keys, &origin)?;
         let plan = Self::plan(&config, layout, &keys, &origin)?;
         let dir = if path.is_dir() {
             path.to_owned()
@@ -252,6 +253,75 @@ impl Checkpoint {
             },
         )
     }
+}
+
+/// The config's sizes against the checkpoint's own, before anything is sized from the config:
+/// the number of decoder blocks stored, and the embedding's and first MLP's shapes. A config that
+/// disagrees is refused by field name (a billion layers beside two stored must fail at once, not
+/// after the parameter plan has been built for a billion).
+fn check_sizes(
+    config: &PhiConfig,
+    layout: KeyLayout,
+    keys: &HashMap<String, (usize, Vec<usize>)>,
+    origin: &str,
+) -> Result<()> {
+    let refuse = |field: &str, message: String| {
+        Err(PhiError::Config {
+            origin: format!("{origin} (config.json against the weights)"),
+            field: field.to_owned(),
+            message,
+        })
+    };
+    // More layers than stored blocks is refused here, which bounds the plan by the checkpoint's
+    // own key count; fewer is refused by name when the blocks are plainly 0..n, and otherwise
+    // left to the plan, which names each stray key.
+    let blocks: BTreeSet<usize> = keys.keys().filter_map(|k| layout.block_of(k)).collect();
+    let contiguous = blocks.last().is_none_or(|&last| last + 1 == blocks.len());
+    if config.num_hidden_layers > blocks.len()
+        || (contiguous && config.num_hidden_layers != blocks.len())
+    {
+        return refuse(
+            "num_hidden_layers",
+            format!(
+                "the config says {} but the weights hold {} decoder layers",
+                config.num_hidden_layers,
+                blocks.len()
+            ),
+        );
+    }
+    let stored = |part: Part| {
+        let location = layout.locate(part, Leaf::Weight, &[], config)?;
+        keys.get(&location.key)
+            .map(|(_, shape)| (location.key, shape))
+    };
+    if let Some((key, shape)) = stored(Part::Embed)
+        && let [vocab, hidden] = shape[..]
+    {
+        for (field, configured, found) in [
+            ("vocab_size", config.vocab_size, vocab),
+            ("hidden_size", config.hidden_size, hidden),
+        ] {
+            if configured != found {
+                return refuse(
+                    field,
+                    format!("the config says {configured} but {key} has shape {shape:?}"),
+                );
+            }
+        }
+    }
+    if let Some((key, shape)) = stored(Part::Fc1(0))
+        && let [intermediate, _] = shape[..]
+        && intermediate != config.intermediate_size
+    {
+        return refuse(
+            "intermediate_size",
+            format!(
+                "the config says {} but {key} has shape {shape:?}",
+                config.intermediate_size
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// A shard index must agree with the shards: every key it lists is in the file it names.

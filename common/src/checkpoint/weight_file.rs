@@ -17,18 +17,34 @@ pub enum WeightFile {
 }
 
 impl WeightFile {
-    /// Opens a file, telling safetensors from PyTorch by its first bytes (a zip or pickle
-    /// signature means PyTorch), so a misnamed file still loads.
+    /// Opens a weights file in whichever format it holds. The formats are told apart by what
+    /// each must begin with, never by one byte: a safetensors file starts with its header's
+    /// length, whose low byte is 0x80 or whose first two bytes are `PK` for some files. The
+    /// file's name decides the order only when its content could be either; every format the
+    /// content allows is tried, and the error names each attempt.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut head = [0u8; 4];
-        let mut file = std::fs::File::open(path).map_err(|e| PhiError::io(path, e))?;
-        let n = file.read(&mut head).map_err(|e| PhiError::io(path, e))?;
-        let pytorch = n >= 2 && (head[..2] == *b"PK" || head[0] == 0x80);
-        if pytorch {
-            Ok(Self::Pytorch(PytorchFile::open(path)?))
-        } else {
-            Ok(Self::Safetensors(SafetensorsFile::open(path)?))
+        let candidates = candidate_formats(path)?;
+        let mut attempts = Vec::new();
+        for format in &candidates {
+            let opened = match format {
+                Format::Safetensors => SafetensorsFile::open(path).map(Self::Safetensors),
+                Format::Pytorch => PytorchFile::open(path).map(Self::Pytorch),
+            };
+            match opened {
+                Ok(file) => return Ok(file),
+                // One candidate: its own error, as it is.
+                Err(e) if candidates.len() == 1 => return Err(e),
+                Err(e) => attempts.push(format!("as {}: {}", format.name(), reason(&e))),
+            }
         }
+        Err(PhiError::weights(
+            path,
+            None,
+            format!(
+                "cannot read this file in any format it could be in (tried {})",
+                attempts.join("; ")
+            ),
+        ))
     }
 
     pub fn path(&self) -> &Path {
@@ -53,6 +69,86 @@ impl WeightFile {
             Self::Safetensors(f) => f.read_f32(key, rows),
             Self::Pytorch(f) => f.read_f32(key, rows),
         }
+    }
+}
+
+/// The weights formats a file can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Safetensors,
+    /// PyTorch's `torch.save`: a zip archive, or (before PyTorch 1.6) a sequence of pickles.
+    Pytorch,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Safetensors => "safetensors",
+            Self::Pytorch => "a PyTorch file",
+        }
+    }
+
+    /// The format a file's extension names, if it names one.
+    fn by_name(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()? {
+            "safetensors" => Some(Self::Safetensors),
+            "bin" | "pt" | "pth" | "ckpt" => Some(Self::Pytorch),
+            _ => None,
+        }
+    }
+}
+
+/// The formats `path` may hold, likeliest first. Its first bytes rule formats in or out:
+/// - safetensors: a little-endian u64 header length that fits in the file, then `{`;
+/// - PyTorch zip: a zip local file header, `PK\x03\x04`;
+/// - PyTorch legacy pickle: the PROTO opcode 0x80 and a protocol number 2..=5.
+///
+/// When the content allows both, the file's name goes first. When it allows neither, the
+/// name's format (or safetensors) is tried alone so that its own error explains the file.
+fn candidate_formats(path: &Path) -> Result<Vec<Format>> {
+    let mut file = std::fs::File::open(path).map_err(|e| PhiError::io(path, e))?;
+    let length = file.metadata().map_err(|e| PhiError::io(path, e))?.len();
+    let mut head = [0u8; 9];
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(PhiError::io(path, e)),
+        }
+    }
+    let head = &head[..filled];
+    let safetensors = head.len() == 9 && {
+        let header_length = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        header_length >= 2 && header_length <= length - 8 && head[8] == b'{'
+    };
+    let pytorch = head.starts_with(b"PK\x03\x04")
+        || (head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]));
+    let mut formats: Vec<Format> = [
+        (Format::Safetensors, safetensors),
+        (Format::Pytorch, pytorch),
+    ]
+    .into_iter()
+    .filter_map(|(format, possible)| possible.then_some(format))
+    .collect();
+    let named = Format::by_name(path);
+    match named {
+        Some(named) if formats.contains(&named) => formats.sort_by_key(|f| *f != named),
+        _ if formats.is_empty() => formats.push(named.unwrap_or(Format::Safetensors)),
+        _ => {}
+    }
+    Ok(formats)
+}
+
+/// An error's message without the file name, which the combined error gives once.
+fn reason(error: &PhiError) -> String {
+    match error {
+        PhiError::Weights { key, message, .. } => match key {
+            Some(key) => format!("tensor `{key}`: {message}"),
+            None => message.clone(),
+        },
+        other => other.to_string(),
     }
 }
 
