@@ -138,6 +138,16 @@ impl PhiConfig {
     /// Reads a config.json file in any dialect, then validates it.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let config = Self::parse_file(path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Reads a config.json file in any dialect without validating the numbers: for a loader that
+    /// first compares them with the weights beside it, so that a wrong size is reported against
+    /// what the weights hold. Call [`PhiConfig::validate`] before building anything from it.
+    pub fn parse_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         let bytes = std::fs::metadata(path)
             .map_err(|e| PhiError::io(path, e))?
             .len();
@@ -151,28 +161,29 @@ impl PhiConfig {
             });
         }
         let text = std::fs::read_to_string(path).map_err(|e| PhiError::io(path, e))?;
-        Self::from_json_str(&text, &path.display().to_string())
+        let origin = path.display().to_string();
+        Self::parse_json(&parse_json_text(&text, &origin)?, &origin)
     }
 
     /// Parses config.json text in any dialect, then validates it. `origin` names the source in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| PhiError::Config {
-            origin: origin.to_owned(),
-            field: "(file)".into(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        Self::from_json(&value, origin)
+        Self::from_json(&parse_json_text(text, origin)?, origin)
     }
 
     /// Reads a parsed config.json object in any dialect, then validates it.
     pub fn from_json(value: &Value, origin: &str) -> Result<Self> {
-        let fields = Fields::new(value, origin)?;
-        let config = match Self::dialect_of(value) {
-            ConfigDialect::Microsoft => Self::from_microsoft(&fields)?,
-            _ => Self::from_transformers(&fields)?,
-        };
+        let config = Self::parse_json(value, origin)?;
         config.validate(origin)?;
         Ok(config)
+    }
+
+    /// Reads a parsed config.json object in any dialect, unvalidated.
+    fn parse_json(value: &Value, origin: &str) -> Result<Self> {
+        let fields = Fields::new(value, origin)?;
+        match Self::dialect_of(value) {
+            ConfigDialect::Microsoft => Self::from_microsoft(&fields),
+            _ => Self::from_transformers(&fields),
+        }
     }
 
     /// Tells the dialect from the field names (and `model_type` where present).
@@ -212,7 +223,7 @@ impl PhiConfig {
         }
         if let Some(head_dim) = f.usize("head_dim")?
             && num_attention_heads > 0
-            && head_dim * num_attention_heads != hidden_size
+            && head_dim.checked_mul(num_attention_heads) != Some(hidden_size)
         {
             return Err(f.error(
                 "head_dim",
@@ -251,7 +262,7 @@ impl PhiConfig {
         // The remote code pads the vocabulary up to a multiple (PHI_SPEC §3).
         let vocab = f.usize("vocab_size")?.unwrap_or(50304);
         let multiple = f.usize("pad_vocab_size_multiple")?.unwrap_or(64).max(1);
-        let vocab_size = vocab.div_ceil(multiple) * multiple;
+        let vocab_size = vocab.div_ceil(multiple).saturating_mul(multiple);
         let rotary_dim = f.usize("rotary_dim")?.unwrap_or(32);
         if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
             return Err(f.error(
@@ -271,7 +282,7 @@ impl PhiConfig {
         Ok(PhiConfig {
             vocab_size,
             hidden_size,
-            intermediate_size: f.usize("n_inner")?.unwrap_or(4 * hidden_size),
+            intermediate_size: f.usize("n_inner")?.unwrap_or(hidden_size.saturating_mul(4)),
             num_hidden_layers: f.required_usize("n_layer")?,
             num_attention_heads,
             num_key_value_heads: f.usize("n_head_kv")?.unwrap_or(num_attention_heads),
@@ -425,6 +436,15 @@ impl PhiConfig {
             "torch_dtype": "float32",
         })
     }
+}
+
+/// config.json text as JSON, or an error naming the file.
+fn parse_json_text(text: &str, origin: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| PhiError::Config {
+        origin: origin.to_owned(),
+        field: "(file)".into(),
+        message: format!("not valid JSON: {e}"),
+    })
 }
 
 /// Typed access to a config object's fields, with errors that name the field.

@@ -8,7 +8,10 @@ mod example;
 mod export;
 mod finetune;
 mod fixtures;
+mod formats;
 mod golden;
+#[cfg(unix)]
+mod hostile_inputs;
 #[cfg(feature = "hub")]
 mod hub;
 mod parity;

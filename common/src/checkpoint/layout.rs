@@ -94,11 +94,13 @@ impl KeyLayout {
             Self::V2Msft => format!("transformer.h.{i}"),
             _ => format!("layers.{}", i + 1),
         };
-        let (d, kv) = (config.hidden_size, config.kv_dim());
+        // kv_dim divides by the head count: only the fused parts need it, and a loader asks for
+        // the others before the config is validated.
+        let (d, kv) = (config.hidden_size, || config.kv_dim());
         // Wqkv rows are plain [q; k; v]: q = 0..d, k = d..d+kv, v = d+kv..d+2kv.
         let fused = |i: usize, rows: Range<usize>| {
             let mut stored_shape = shape.to_vec();
-            stored_shape[0] = d + 2 * kv;
+            stored_shape[0] = d + 2 * kv();
             Location {
                 key: format!("{}.mixer.Wqkv.{suffix}", block(i)),
                 rows: Some(rows),
@@ -110,8 +112,8 @@ impl KeyLayout {
             (_, Part::Embed) => plain("layers.0.wte".into()),
             (_, Part::InputNorm(i)) => plain(format!("{}.ln", block(i))),
             (_, Part::Q(i)) => fused(i, 0..d),
-            (_, Part::K(i)) => fused(i, d..d + kv),
-            (_, Part::V(i)) => fused(i, d + kv..d + 2 * kv),
+            (_, Part::K(i)) => fused(i, d..d + kv()),
+            (_, Part::V(i)) => fused(i, d + kv()..d + 2 * kv()),
             (_, Part::Dense(i)) => plain(format!("{}.mixer.out_proj", block(i))),
             (_, Part::Fc1(i)) => plain(format!("{}.mlp.fc1", block(i))),
             (_, Part::Fc2(i)) => plain(format!("{}.mlp.fc2", block(i))),

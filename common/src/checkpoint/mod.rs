@@ -57,8 +57,10 @@ impl Checkpoint {
         } else {
             path.parent().unwrap_or(Path::new("."))
         };
-        let config = PhiConfig::from_file(dir.join("config.json"))?;
-        Self::open_with_config(path, config)
+        let config_path = dir.join("config.json");
+        // Validated only after its sizes are compared with the weights' (`open_parsed`).
+        let config = PhiConfig::parse_file(&config_path)?;
+        Self::open_parsed(path, config, &config_path.display().to_string())
     }
 
     /// Opens `source`: a local folder or weights file if one exists at that path, else (with the
@@ -88,7 +90,13 @@ impl Checkpoint {
 
     /// Opens weights (a folder or a single file) described by `config`.
     pub fn open_with_config(path: impl AsRef<Path>, config: PhiConfig) -> Result<Self> {
-        let path = path.as_ref();
+        Self::open_parsed(path.as_ref(), config, "the given config")
+    }
+
+    /// Opens weights described by `config`, which may not be validated yet: its sizes are first
+    /// compared with what the weights hold, then it is validated (`config_origin` naming it in
+    /// errors), and only then is anything sized from it.
+    fn open_parsed(path: &Path, config: PhiConfig, config_origin: &str) -> Result<Self> {
         let weight_file::WeightFiles { paths, index } = if path.is_dir() {
             weight_file::discover(path)?
         } else if path.is_file() {
@@ -135,6 +143,7 @@ impl Checkpoint {
             )
         })?;
         check_sizes(&config, layout, &keys, &origin)?;
+        config.validate(config_origin)?;
         let plan = Self::plan(&config, layout, &keys, &origin)?;
         let dir = if path.is_dir() {
             path.to_owned()

@@ -95,6 +95,23 @@ impl SafetensorsFile {
             }
             entries.insert(key.clone(), entry);
         }
+        // Tensors never share bytes (the format's rule): overlapping ranges mean a header that
+        // lies, and reading one tensor's bytes as another's would be silently wrong.
+        let mut ranges: Vec<(&String, &Range<usize>)> =
+            entries.iter().map(|(k, e)| (k, &e.bytes)).collect();
+        ranges.sort_by_key(|(_, r)| (r.start, r.end));
+        for pair in ranges.windows(2) {
+            let ((first, a), (second, b)) = (pair[0], pair[1]);
+            if b.start < a.end && !a.is_empty() && !b.is_empty() {
+                return Err(fail(
+                    Some(second),
+                    format!(
+                        "data_offsets [{}, {}] overlap tensor `{first}`'s [{}, {}]",
+                        b.start, b.end, a.start, a.end
+                    ),
+                ));
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
             file,

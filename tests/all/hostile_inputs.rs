@@ -1,0 +1,412 @@
+//! Hostile inputs through every loader entry point (a folder, a weights file, a sharded index, a
+//! PyTorch `.bin`), each run by `examples/logits` or `examples/generate` in a child process whose
+//! address space is capped: an unbounded allocation fails the test, not the machine. Each must
+//! end in a clean error (exit code 1, no panic) that names the culprit.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::fixtures::{layout_dir, root};
+
+/// The children's address-space cap. A tiny model loads in a few tens of MB; the loader's old
+/// failure grew past 23 GB.
+const ADDRESS_SPACE: u64 = 1 << 30;
+
+/// The peak resident memory allowed for refusing an absurd config.
+const REFUSAL_RSS_BYTES: i64 = 100 << 20;
+
+struct Outcome {
+    status: ExitStatus,
+    stderr: String,
+    /// Peak resident set size in bytes.
+    max_rss: i64,
+}
+
+fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the whole suite",
+        path.display()
+    );
+    path
+}
+
+/// Runs an example under the address-space cap; its exit status, stderr and peak RSS.
+// The child is reaped by wait4, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn run_capped(binary: &Path, args: &[&str]) -> Outcome {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only an async-signal-safe call between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE,
+                rlim_max: ADDRESS_SPACE,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    // wait4 rather than Child::wait: it reports this child's own peak RSS.
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain out-parameters; `usage` is fully written by the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    Outcome {
+        status: ExitStatus::from_raw(status),
+        stderr,
+        max_rss: usage.ru_maxrss * 1024,
+    }
+}
+
+/// Asserts a clean refusal that mentions every one of `names`.
+fn assert_refused(outcome: &Outcome, case: &str, names: &[&str]) {
+    eprintln!("{case}: {}", outcome.stderr.lines().next().unwrap_or(""));
+    assert_eq!(
+        outcome.status.code(),
+        Some(1),
+        "{case}: expected a clean error exit, got {} (a signal means a crash or the memory cap):\n{}",
+        outcome.status,
+        outcome.stderr
+    );
+    assert!(
+        !outcome.stderr.contains("panicked"),
+        "{case}: panicked:\n{}",
+        outcome.stderr
+    );
+    for name in names {
+        assert!(
+            outcome.stderr.contains(name),
+            "{case}: the error does not name {name}:\n{}",
+            outcome.stderr
+        );
+    }
+}
+
+/// One way into the loader: a copy of a fixture and the `--model` argument that opens it.
+struct EntryPoint {
+    name: &'static str,
+    dir: TempDir,
+    /// The `--model` argument (the folder, or a file in it).
+    model: PathBuf,
+    /// The weights file the weight cases break.
+    weights: PathBuf,
+    /// The decoder layers the weights hold.
+    layers: usize,
+}
+
+impl EntryPoint {
+    fn all() -> Vec<EntryPoint> {
+        let copy = |from: PathBuf| {
+            let dir = tempfile::tempdir().unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let path = entry.unwrap().path();
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+            dir
+        };
+        let folder = copy(layout_dir("tiny_p05", "v3"));
+        let file = copy(layout_dir("tiny_p05", "v3"));
+        let sharded = copy(layout_dir("tiny_p05", "v3_sharded"));
+        let bin = copy(root().join("formats/zip_p2"));
+        vec![
+            EntryPoint {
+                name: "folder",
+                model: folder.path().to_owned(),
+                weights: folder.path().join("model.safetensors"),
+                dir: folder,
+                layers: 2,
+            },
+            EntryPoint {
+                name: "file",
+                model: file.path().join("model.safetensors"),
+                weights: file.path().join("model.safetensors"),
+                dir: file,
+                layers: 2,
+            },
+            EntryPoint {
+                name: "sharded index",
+                model: sharded.path().to_owned(),
+                weights: sharded.path().join("model-00001-of-00002.safetensors"),
+                dir: sharded,
+                layers: 2,
+            },
+            EntryPoint {
+                name: ".bin",
+                model: bin.path().to_owned(),
+                weights: bin.path().join("pytorch_model.bin"),
+                dir: bin,
+                layers: 2,
+            },
+        ]
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.json")
+    }
+
+    fn logits(&self) -> Outcome {
+        run_capped(
+            &example("logits"),
+            &["--model", self.model.to_str().unwrap(), "--ids", "1,2,3"],
+        )
+    }
+}
+
+/// Sets `field` to `value` wherever the config holds it (the nested dialect keeps rotary
+/// fields under `rope_parameters`).
+fn set_field(config: &mut Value, field: &str, value: Value) {
+    if let Some(nested) = config.get_mut("rope_parameters")
+        && nested.get(field).is_some()
+    {
+        nested[field] = value.clone();
+    }
+    config[field] = value;
+}
+
+#[test]
+fn absurd_and_malformed_configs_are_refused_by_field_at_every_entry_point() {
+    let absurd: [(&str, Value); 9] = [
+        ("num_hidden_layers", json!(1_000_000_000u64)),
+        ("vocab_size", json!(1_000_000_000_000u64)),
+        ("hidden_size", json!(1_000_000_000u64)),
+        ("intermediate_size", json!(1_000_000_000_000u64)),
+        ("max_position_embeddings", json!(1_000_000_000_000u64)),
+        ("hidden_size", json!(0)),
+        ("num_attention_heads", json!(7)),
+        ("layer_norm_eps", json!(-1e-5)),
+        ("partial_rotary_factor", json!(2.0)),
+    ];
+    for entry in EntryPoint::all() {
+        let original = std::fs::read_to_string(entry.config_path()).unwrap();
+        let value: Value = serde_json::from_str(&original).unwrap();
+        for (field, bad) in &absurd {
+            let mut config = value.clone();
+            set_field(&mut config, field, bad.clone());
+            std::fs::write(entry.config_path(), config.to_string()).unwrap();
+            let outcome = entry.logits();
+            let case = format!("{}: {field} = {bad}", entry.name);
+            assert_refused(&outcome, &case, &[&format!("`{field}`")]);
+            if *field == "num_hidden_layers" {
+                assert_refused(
+                    &outcome,
+                    &case,
+                    &[&format!("the weights hold {} decoder layers", entry.layers)],
+                );
+                assert!(
+                    outcome.max_rss < REFUSAL_RSS_BYTES,
+                    "{case}: peak RSS {} MB",
+                    outcome.max_rss >> 20
+                );
+            }
+        }
+        for (text, what) in [
+            ("[1, 2]".to_owned(), "an array"),
+            (original[..original.len() / 2].to_owned(), "truncated JSON"),
+        ] {
+            std::fs::write(entry.config_path(), text).unwrap();
+            let case = format!("{}: config.json {what}", entry.name);
+            assert_refused(&entry.logits(), &case, &["config.json", "(file)"]);
+        }
+        std::fs::remove_file(entry.config_path()).unwrap();
+        let case = format!("{}: no config.json", entry.name);
+        assert_refused(&entry.logits(), &case, &["config.json"]);
+        std::fs::write(entry.config_path(), &original).unwrap();
+    }
+}
+
+/// A safetensors file rebuilt from `bytes` with its header JSON replaced by `edit`'s.
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let json = header.to_string();
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+/// The first tensor's name in a safetensors header, and the second's.
+fn two_tensors(header: &Value) -> (String, String) {
+    let mut names = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__");
+    (names.next().unwrap().clone(), names.next().unwrap().clone())
+}
+
+#[test]
+fn broken_weights_files_are_refused_by_file_and_tensor_at_every_entry_point() {
+    for entry in EntryPoint::all() {
+        let original = std::fs::read(&entry.weights).unwrap();
+        let file_name = entry.weights.file_name().unwrap().to_str().unwrap();
+        let mut random = vec![0u8; 4096];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for byte in &mut random {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        let mut cases: Vec<(&str, Vec<u8>, Vec<String>)> = vec![
+            ("empty", vec![], vec![]),
+            ("random bytes", random, vec![]),
+            (
+                "cut in half",
+                original[..original.len() / 2].to_vec(),
+                vec![],
+            ),
+        ];
+        if entry.name != ".bin" {
+            let mut huge = original.clone();
+            huge[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+            cases.push(("header length 2^60", huge, vec!["implausible".into()]));
+            let mut past_end = original.clone();
+            past_end[..8].copy_from_slice(&(original.len() as u64).to_le_bytes());
+            cases.push(("header past the end", past_end, vec!["truncated".into()]));
+            let mut not_json = original.clone();
+            not_json[8] = b'[';
+            not_json[9] = b'?';
+            cases.push(("header not JSON", not_json, vec!["not valid JSON".into()]));
+            let n = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+            let header: Value = serde_json::from_slice(&original[8..8 + n]).unwrap();
+            let (first, second) = two_tensors(&header);
+            cases.push((
+                "offsets past the data",
+                with_header(&original, |h| {
+                    let end = h[&first]["data_offsets"][1].as_u64().unwrap();
+                    let len = end - h[&first]["data_offsets"][0].as_u64().unwrap();
+                    h[&first]["data_offsets"] = json!([end + 1_000_000, end + 1_000_000 + len]);
+                }),
+                vec![format!("`{first}`")],
+            ));
+            cases.push((
+                "overlapping offsets",
+                with_header(&original, |h| {
+                    let a = h[&first]["data_offsets"].clone();
+                    let b = h[&second]["data_offsets"].clone();
+                    let len = b[1].as_u64().unwrap() - b[0].as_u64().unwrap();
+                    let start = a[0].as_u64().unwrap();
+                    h[&second]["data_offsets"] = json!([start, start + len]);
+                }),
+                vec!["overlap".into()],
+            ));
+            cases.push((
+                "an integer dtype",
+                with_header(&original, |h| h[&first]["dtype"] = json!("I32")),
+                vec![format!("`{first}`"), "I32".into()],
+            ));
+        }
+        for (what, bytes, names) in cases {
+            std::fs::write(&entry.weights, bytes).unwrap();
+            let case = format!("{}: {file_name} {what}", entry.name);
+            let mut expected = vec![file_name];
+            expected.extend(names.iter().map(String::as_str));
+            assert_refused(&entry.logits(), &case, &expected);
+        }
+        std::fs::write(&entry.weights, &original).unwrap();
+    }
+}
+
+#[test]
+fn broken_shard_indexes_are_refused_by_file() {
+    let entry = EntryPoint::all()
+        .into_iter()
+        .find(|e| e.name == "sharded index")
+        .unwrap();
+    let index = entry.dir.path().join("model.safetensors.index.json");
+    let original = std::fs::read_to_string(&index).unwrap();
+    let value: Value = serde_json::from_str(&original).unwrap();
+    let key = value["weight_map"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let mut escaping = value.clone();
+    escaping["weight_map"][&key] = json!("../model.safetensors");
+    for (what, text, name) in [
+        ("not JSON", "{\"weight_map\": ".to_owned(), "not valid JSON"),
+        ("no map", "{\"weight_map\": 3}".to_owned(), "weight_map"),
+        ("a path outside", escaping.to_string(), "not a file name"),
+    ] {
+        std::fs::write(&index, text).unwrap();
+        let case = format!("shard index {what}");
+        assert_refused(
+            &entry.logits(),
+            &case,
+            &["model.safetensors.index.json", name],
+        );
+    }
+}
+
+#[test]
+fn bad_ids_and_generation_options_are_refused_by_name() {
+    let model = layout_dir("tiny_p05", "v3");
+    let model = model.to_str().unwrap();
+    let logits = example("logits");
+    for (ids, name) in [
+        ("1,4000", "4000"),
+        ("1,-1", "-1"),
+        ("", "row 0"),
+        ("1,2;3", "row"),
+    ] {
+        let case = format!("--ids {ids:?}");
+        assert_refused(
+            &run_capped(&logits, &["--model", model, "--ids", ids]),
+            &case,
+            &[name],
+        );
+    }
+    let generate = example("generate");
+    let long: Vec<String> = (0..200).map(|i| (i % 90).to_string()).collect();
+    let long = long.join(",");
+    for (extra, name) in [
+        (vec!["--prompt-ids", long.as_str()], "context"),
+        (vec!["--prompt-ids", "1,2", "--top-p", "1.5"], "top_p"),
+        (
+            vec!["--prompt-ids", "1,2", "--temperature", "NaN"],
+            "temperature",
+        ),
+    ] {
+        let mut args = vec!["--model", model, "--max-new-tokens", "4"];
+        args.extend(&extra);
+        let case = extra.join(" ");
+        assert_refused(&run_capped(&generate, &args), &case, &[name]);
+    }
+}
