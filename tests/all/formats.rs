@@ -76,7 +76,7 @@ fn safetensors_load_whatever_their_header_length_begins_with() {
 #[test]
 fn every_pytorch_form_loads_and_matches_transformers() {
     let reference = Reference::load("tiny_p04");
-    for form in ["zip_p2", "legacy_p2"] {
+    for form in ["zip_p2", "zip_p4", "legacy_p2", "legacy_p4"] {
         let dir = root().join("formats").join(form);
         let d = max_abs_diff(&logits(&dir, &reference), &reference.logits);
         assert!(d <= TOLERANCE, "{form}: logits differ by {d}");

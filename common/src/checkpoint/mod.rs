@@ -10,6 +10,7 @@ mod export;
 #[cfg(feature = "hub")]
 mod hub;
 mod layout;
+mod pickle;
 mod pytorch_file;
 mod safetensors_file;
 mod weight_file;
