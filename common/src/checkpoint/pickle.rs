@@ -145,7 +145,9 @@ impl Machine<'_> {
         if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
             return Err("pickle pops past a MARK".into());
         }
-        self.stack.pop().ok_or_else(|| "pickle stack underflow".into())
+        self.stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".into())
     }
 
     fn top(&mut self) -> Result<&mut Value, String> {
@@ -168,11 +170,7 @@ impl Machine<'_> {
     }
 
     fn memo_put(&mut self, key: u64) -> Result<(), String> {
-        let value = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or("pickle stack underflow")?;
+        let value = self.stack.last().cloned().ok_or("pickle stack underflow")?;
         self.memo.insert(key, value);
         Ok(())
     }
@@ -230,10 +228,7 @@ impl Machine<'_> {
                     let value = match text {
                         "00" => Value::Bool(false),
                         "01" => Value::Bool(true),
-                        t => t
-                            .parse()
-                            .map(Value::Int)
-                            .unwrap_or_else(|_| Value::Opaque),
+                        t => t.parse().map(Value::Int).unwrap_or_else(|_| Value::Opaque),
                     };
                     self.stack.push(value);
                 }
@@ -344,7 +339,9 @@ impl Machine<'_> {
                         (Value::Str(module), Value::Str(name)) => {
                             self.stack.push(Value::Global(Rc::new((module, name))))
                         }
-                        _ => return Err(format!("pickle STACK_GLOBAL of non-strings at byte {at}")),
+                        _ => {
+                            return Err(format!("pickle STACK_GLOBAL of non-strings at byte {at}"));
+                        }
                     }
                 }
                 b'R' => {
@@ -374,8 +371,7 @@ impl Machine<'_> {
                 }
                 b'P' => {
                     let id = self.line()?;
-                    self.stack
-                        .push(Value::Persistent(Rc::new(Value::Str(id))));
+                    self.stack.push(Value::Persistent(Rc::new(Value::Str(id))));
                 }
                 b'q' => {
                     let key = self.u8()?.into();
@@ -440,7 +436,7 @@ fn long(bytes: &[u8]) -> Value {
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> Result<Vec<(Value, Value)>, String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(format!("pickle dict items are not pairs at byte {at}"));
     }
     let mut items = items.into_iter();

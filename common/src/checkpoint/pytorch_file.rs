@@ -118,7 +118,10 @@ impl PytorchFile {
                 .zip(&entry.stride)
                 .map(|(&d, &s)| d.saturating_sub(1) * s)
                 .sum::<usize>();
-            (entry.offset, if entry.shape.contains(&0) { 0 } else { span })
+            (
+                entry.offset,
+                if entry.shape.contains(&0) { 0 } else { span },
+            )
         };
         let start = entry.storage.start + (first * size) as u64;
         let end = start + (count * size) as u64;
@@ -168,7 +171,10 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// A tensor's entry from its rebuild call, checked against its storage.
-fn entry(call: &TensorCall, storages: &HashMap<String, Storage>) -> std::result::Result<Entry, String> {
+fn entry(
+    call: &TensorCall,
+    storages: &HashMap<String, Storage>,
+) -> std::result::Result<Entry, String> {
     let key = storage_key(&call.storage).ok_or("its storage is not a torch storage reference")?;
     let storage = storages
         .get(&key)
@@ -325,7 +331,9 @@ fn read_zip(file: &File) -> std::result::Result<(Value, HashMap<String, Storage>
             .cloned()
             .ok_or_else(|| format!("storage {key} has no entry {name}"))?;
         if !stored {
-            return Err(format!("{name} is compressed; torch.save stores storages as they are"));
+            return Err(format!(
+                "{name} is compressed; torch.save stores storages as they are"
+            ));
         }
         storages.insert(
             key,
@@ -348,7 +356,9 @@ fn read_legacy(file: &File) -> std::result::Result<(Value, HashMap<String, Stora
         let mut head = vec![0u8; window as usize];
         read_exact_at(file, &mut head, 0).map_err(|e| e.to_string())?;
         match legacy_pickles(&head) {
-            Err(e) if e.starts_with("pickle truncated") && window < length.min(MAX_PICKLE_BYTES) => {
+            Err(e)
+                if e.starts_with("pickle truncated") && window < length.min(MAX_PICKLE_BYTES) =>
+            {
                 window = (window * 4).min(length).min(MAX_PICKLE_BYTES);
             }
             other => break other?,
@@ -385,7 +395,9 @@ fn read_legacy(file: &File) -> std::result::Result<(Value, HashMap<String, Stora
             .checked_mul(size)
             .and_then(|b| start.checked_add(b))
             .filter(|&end| end <= length)
-            .ok_or_else(|| format!("storage {key}: {count} elements run past the end of the file"))?;
+            .ok_or_else(|| {
+                format!("storage {key}: {count} elements run past the end of the file")
+            })?;
         storages.insert(
             key,
             Storage {
