@@ -1,5 +1,6 @@
-//! Times Phi's linear layers on the CPU: `forward_2d` (the path the model takes) against burn's
-//! plain `Linear::forward` on the same weights, for the row counts of decoding and prefill.
+//! Times Phi's linear layers on the CPU: `PhiLinear::forward_2d` (the path the model takes)
+//! against the plain product `x·W + b` on the same weights, for the row counts of decoding and
+//! prefill.
 //!
 //! `cargo run --release --example linear_bench [-- --d-in 2048 --d-out 8192]`
 //! (default: phi-1.5's fc1). Figures are ratios within one run; the machine is noisy.
@@ -8,9 +9,10 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use burn::tensor::module::linear;
 use clap::Parser;
+use phi_zoo::PhiLinear;
 use phi_zoo::backend::Cpu;
-use phi_zoo_common::linear::{forward_2d, linear_from_out_in};
 
 #[derive(Parser)]
 struct Args {
@@ -38,7 +40,7 @@ fn main() {
     let device = Default::default();
     let weight = Tensor::<Cpu, 2>::random([args.d_out, args.d_in], Distribution::Default, &device);
     let bias = Tensor::<Cpu, 1>::random([args.d_out], Distribution::Default, &device);
-    let layer = linear_from_out_in(weight, bias);
+    let layer = PhiLinear::from_out_in(weight, bias);
     let weight_gb = (args.d_in * args.d_out * 4) as f64 / 1e9;
     println!(
         "{:>6} {:>12} {:>12} {:>8} {:>14}",
@@ -47,8 +49,10 @@ fn main() {
     for &rows in &args.rows {
         let x = Tensor::<Cpu, 2>::random([rows, args.d_in], Distribution::Default, &device);
         let reps = if rows >= 256 { 3 } else { 30 };
-        let plain = seconds(reps, || layer.forward(x.clone()));
-        let ours = seconds(reps, || forward_2d(&layer, x.clone()));
+        let plain = seconds(reps, || {
+            linear(x.clone(), layer.weight.val(), Some(layer.bias.val()))
+        });
+        let ours = seconds(reps, || layer.forward_2d(x.clone()));
         println!(
             "{rows:>6} {:>12.2} {:>12.2} {:>7.2}x {:>14.1}",
             plain * 1e3,

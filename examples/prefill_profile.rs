@@ -1,5 +1,5 @@
 //! Where one Phi layer's prefill time goes on the CPU: the whole layer, its matmuls, and each
-//! CPU kernel (`phi_zoo_common::cpu`) next to the generic tensor code it replaces there.
+//! CPU kernel next to the generic tensor code it replaces there.
 //!
 //! `cargo run --release --example prefill_profile [-- --config phi-1.5 --tokens 512 --reps 3]`
 //!
@@ -11,14 +11,12 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::softmax;
 use clap::Parser;
 use phi_zoo::backend::Cpu;
 use phi_zoo::{Phi, named_config};
-use phi_zoo_common::cpu;
-use phi_zoo_common::linear::forward_rows;
-use phi_zoo_common::mlp::gelu_new;
-use phi_zoo_common::positions::Positions;
+use phi_zoo_common::model::profile::{
+    BlockStages, attention_kernel, attention_tensor, gelu_kernel, gelu_tensor,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -51,7 +49,7 @@ fn main() {
     };
     config.num_hidden_layers = 1;
     let phi = Phi::<Cpu>::new(&config, &device);
-    let (layer, rotary) = (&phi.model.layers[0], &phi.model.rotary);
+    let layer = &phi.model.layers[0];
     let attn = &layer.self_attn;
     let (seq, reps) = (args.tokens, args.reps);
     let (hidden, heads, head_dim) = (
@@ -64,64 +62,43 @@ fn main() {
         |shape: [usize; 3]| Tensor::<Cpu, 3>::random(shape, Distribution::Default, &device);
     let x = random([1, seq, hidden]);
     let up = random([1, seq, config.intermediate_size]);
-    let positions = Positions::new(rotary, 0, seq, &[], &device);
+    let stages_of = BlockStages::new(&phi, seq, &device);
     let split = |t: Tensor<Cpu, 3>| t.reshape([1, seq, heads, head_dim]).swap_dims(1, 2);
     let (q, k, v) = (split(x.clone()), split(x.clone()), split(x.clone()));
 
     let stages: Vec<(&str, f64)> = vec![
-        (
-            "layer",
-            ms(reps, || {
-                layer.forward(x.clone(), rotary, &positions, None, None)
-            }),
-        ),
+        ("layer", ms(reps, || stages_of.block(x.clone()))),
         (
             "  attention half",
-            ms(reps, || {
-                attn.forward(x.clone(), rotary, &positions, None, None)
-            }),
+            ms(reps, || stages_of.attention(x.clone())),
         ),
-        (
-            "  mlp half",
-            ms(reps, || layer.mlp.forward(x.clone(), None)),
-        ),
+        ("  mlp half", ms(reps, || stages_of.mlp(x.clone()))),
         (
             "q_proj (×4 in attention)",
-            ms(reps, || forward_rows(&attn.q_proj, x.clone())),
+            ms(reps, || attn.q_proj.forward(x.clone())),
         ),
-        ("fc1", ms(reps, || forward_rows(&layer.mlp.fc1, x.clone()))),
-        ("fc2", ms(reps, || forward_rows(&layer.mlp.fc2, up.clone()))),
-        ("gelu, tensor ops", ms(reps, || gelu_new(up.clone()))),
-        (
-            "gelu, CPU kernel",
-            ms(reps, || cpu::gelu::gelu_new(up.clone())),
-        ),
+        ("fc1", ms(reps, || layer.mlp.fc1.forward(x.clone()))),
+        ("fc2", ms(reps, || layer.mlp.fc2.forward(up.clone()))),
+        ("gelu, tensor ops", ms(reps, || gelu_tensor(up.clone()))),
+        ("gelu, CPU kernel", ms(reps, || gelu_kernel(up.clone()))),
         (
             "rotary, tensor ops",
-            ms(reps, || rotary.apply(q.clone(), &positions.angles)),
+            ms(reps, || stages_of.rotary_tensor(q.clone())),
         ),
         (
             "rotary, CPU kernel",
-            ms(reps, || {
-                cpu::rotary::apply(x.clone(), head_dim, &positions.angles)
-            }),
+            ms(reps, || stages_of.rotary_kernel(x.clone(), head_dim)),
         ),
         (
             "attention core, tensor ops",
             ms(reps, || {
-                let future = Tensor::<Cpu, 2, Bool>::tril_mask([seq, seq], 0, &device);
-                let scores = q
-                    .clone()
-                    .matmul(k.clone().swap_dims(2, 3))
-                    .mul_scalar(scale);
-                let scores = scores.mask_fill(future.reshape([1, 1, seq, seq]), f32::NEG_INFINITY);
-                softmax(scores, 3).matmul(v.clone())
+                attention_tensor(q.clone(), k.clone(), v.clone(), scale as f64)
             }),
         ),
         (
             "attention core, CPU kernel",
             ms(reps, || {
-                cpu::attention::attention(x.clone(), k.clone(), v.clone(), None, heads, scale)
+                attention_kernel(x.clone(), k.clone(), v.clone(), heads, scale)
             }),
         ),
     ];

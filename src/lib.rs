@@ -14,10 +14,11 @@
 pub use phi_zoo_common as common;
 pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
 pub use phi_zoo_common::{
-    Checkpoint, ConfigDialect, Frozen, Generated, GeneratedText, GenerationConfig, KeyLayout,
-    KvCache, LoraConfig, LoraTarget, ParamSource, Phi, PhiAdapters, PhiConfig, PhiError,
-    PhiTokenizer, Result, Sampling, ShapeMismatch, StopReason, TextStream, TokenPicker, generate,
-    generate_batch, generate_text,
+    AdaptedPhi, Adapters, Checkpoint, ConfigDialect, Frozen, Generated, GeneratedText,
+    GenerationConfig, Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options,
+    ParamSource, Phi, PhiAdapters, PhiConfig, PhiError, PhiLinear, PhiTokenizer, Projection,
+    Result, Sampling, ShapeMismatch, StopReason, TextStream, TokenPicker, generate, generate_batch,
+    generate_text,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;

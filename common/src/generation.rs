@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
-use crate::model::Phi;
+use crate::model::{LanguageModel, Options};
 use crate::sampling::{Sampling, TokenPicker};
 use crate::streaming::TextStream;
 use crate::tokenizer::PhiTokenizer;
@@ -94,14 +94,15 @@ pub struct Generated {
 /// Generates a continuation of `prompt`. `on_token` sees each new id as soon as it is chosen and
 /// may end generation by returning `ControlFlow::Break`.
 pub fn generate<B: Backend>(
-    model: &Phi<B>,
+    model: &(impl LanguageModel<B> + ?Sized),
     prompt: &[u32],
     config: &GenerationConfig,
     device: &B::Device,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generated> {
+    let (phi, adapters) = (model.phi(), model.adapters());
     let mut picker = config.picker()?;
-    let context = model.config().max_position_embeddings;
+    let context = phi.config().max_position_embeddings;
     if prompt.is_empty() {
         return Err(PhiError::Input(
             "the prompt is empty: give at least one token".into(),
@@ -114,16 +115,16 @@ pub fn generate<B: Backend>(
         )));
     }
     let capacity = (prompt.len() + config.max_new_tokens).min(context);
-    let mut cache = model.new_cache(1, capacity, device);
+    let mut cache = phi.new_cache(1, capacity, device);
     let mut history = prompt.to_vec();
     let mut ids = Vec::new();
-    let mut input = model.ids_tensor(&[prompt.to_vec()], device)?;
+    let mut input = phi.ids_tensor(&[prompt.to_vec()], device)?;
     let stop = loop {
         if ids.len() == config.max_new_tokens {
             break StopReason::MaxNewTokens;
         }
-        let mut logits: Vec<f32> = model
-            .forward_cached_last(input, &mut cache)?
+        let mut logits: Vec<f32> = phi
+            .last_logits(input, Options::cached(&mut cache).with_adapters(adapters))?
             .into_data()
             .iter::<f32>()
             .collect();
@@ -139,7 +140,7 @@ pub fn generate<B: Backend>(
         if cache.len() == context {
             break StopReason::ContextFull;
         }
-        input = model.ids_tensor(&[vec![token]], device)?;
+        input = phi.ids_tensor(&[vec![token]], device)?;
     };
     Ok(Generated { ids, stop })
 }
@@ -152,12 +153,13 @@ const PAD_ID: u32 = 0;
 /// same draws for a seed), except that all rows share the context: a row stops with
 /// `ContextFull` when the longest prompt plus the tokens so far fill it.
 pub fn generate_batch<B: Backend>(
-    model: &Phi<B>,
+    model: &(impl LanguageModel<B> + ?Sized),
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
     device: &B::Device,
 ) -> Result<Vec<Generated>> {
-    let context = model.config().max_position_embeddings;
+    let (phi, adapters) = (model.phi(), model.adapters());
+    let context = phi.config().max_position_embeddings;
     let mut pickers = Vec::with_capacity(prompts.len());
     for (row, prompt) in prompts.iter().enumerate() {
         if prompt.is_empty() {
@@ -186,7 +188,7 @@ pub fn generate_batch<B: Backend>(
                 .collect()
         })
         .collect();
-    let mut cache = model.new_padded_cache(
+    let mut cache = phi.new_padded_cache(
         &pads,
         (longest + config.max_new_tokens).min(context),
         device,
@@ -194,7 +196,7 @@ pub fn generate_batch<B: Backend>(
     let mut histories: Vec<Vec<u32>> = prompts.to_vec();
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
     let mut stops: Vec<Option<StopReason>> = vec![None; prompts.len()];
-    let mut input = model.ids_tensor(&padded, device)?;
+    let mut input = phi.ids_tensor(&padded, device)?;
     loop {
         for (out, stop) in outputs.iter().zip(stops.iter_mut()) {
             if stop.is_none() && out.len() == config.max_new_tokens {
@@ -204,8 +206,8 @@ pub fn generate_batch<B: Backend>(
         if stops.iter().all(Option::is_some) {
             break;
         }
-        let logits: Vec<f32> = model
-            .forward_cached_last(input, &mut cache)?
+        let logits: Vec<f32> = phi
+            .last_logits(input, Options::cached(&mut cache).with_adapters(adapters))?
             .into_data()
             .iter::<f32>()
             .collect();
@@ -227,7 +229,7 @@ pub fn generate_batch<B: Backend>(
             }
         }
         let columns: Vec<Vec<u32>> = next.into_iter().map(|t| vec![t]).collect();
-        input = model.ids_tensor(&columns, device)?;
+        input = phi.ids_tensor(&columns, device)?;
     }
     Ok(outputs
         .into_iter()
@@ -251,7 +253,7 @@ pub struct GeneratedText {
 /// Generates from `prompt` ids and streams the text: `on_text` receives each piece as soon as it
 /// is whole UTF-8 and cannot be part of a stop string. EOS is not shown as text.
 pub fn generate_text<B: Backend>(
-    model: &Phi<B>,
+    model: &(impl LanguageModel<B> + ?Sized),
     tokenizer: &PhiTokenizer,
     prompt: &[u32],
     config: &GenerationConfig,

@@ -7,94 +7,15 @@
 //! inside its linears, so that a LoRA run's module, and so its optimizer state and checkpoints,
 //! hold only the adapters while the base `Phi` stays frozen (`crate::frozen::Frozen`).
 
-use std::fmt;
-use std::str::FromStr;
-
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use crate::linear::{forward_rows, is_cpu};
-use crate::model::Phi;
+use crate::model::{Adapters, Phi, PhiLinear, Projection};
 
-/// A projection LoRA can adapt, named as in transformers' Phi (and PEFT's `target_modules`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoraTarget {
-    Q,
-    K,
-    V,
-    Dense,
-    Fc1,
-    Fc2,
-}
-
-impl LoraTarget {
-    pub const ALL: [LoraTarget; 6] = [
-        LoraTarget::Q,
-        LoraTarget::K,
-        LoraTarget::V,
-        LoraTarget::Dense,
-        LoraTarget::Fc1,
-        LoraTarget::Fc2,
-    ];
-
-    /// The module's name in transformers' Phi.
-    pub fn name(self) -> &'static str {
-        match self {
-            LoraTarget::Q => "q_proj",
-            LoraTarget::K => "k_proj",
-            LoraTarget::V => "v_proj",
-            LoraTarget::Dense => "dense",
-            LoraTarget::Fc1 => "fc1",
-            LoraTarget::Fc2 => "fc2",
-        }
-    }
-
-    /// Parses a comma-separated list such as `q,k,v,dense` (or `q_proj,fc1`, or `all`).
-    pub fn parse_list(list: &str) -> Result<Vec<LoraTarget>, String> {
-        if list.trim() == "all" {
-            return Ok(Self::ALL.to_vec());
-        }
-        let mut targets = vec![];
-        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let target = part.parse()?;
-            if !targets.contains(&target) {
-                targets.push(target);
-            }
-        }
-        if targets.is_empty() {
-            return Err(format!("no LoRA targets in {list:?}"));
-        }
-        Ok(targets)
-    }
-}
-
-impl FromStr for LoraTarget {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "q" | "q_proj" => LoraTarget::Q,
-            "k" | "k_proj" => LoraTarget::K,
-            "v" | "v_proj" => LoraTarget::V,
-            "dense" | "o" | "o_proj" => LoraTarget::Dense,
-            "fc1" => LoraTarget::Fc1,
-            "fc2" => LoraTarget::Fc2,
-            _ => {
-                return Err(format!(
-                    "unknown LoRA target {s:?}: q, k, v, dense, fc1, fc2"
-                ));
-            }
-        })
-    }
-}
-
-impl fmt::Display for LoraTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// A projection LoRA can adapt: any of a block's six.
+pub type LoraTarget = Projection;
 
 /// Rank, scale, dropout and placement of a model's adapters.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +33,7 @@ impl LoraConfig {
             rank,
             alpha: 2.0 * rank as f64,
             dropout: 0.05,
-            targets: LoraTarget::ALL.to_vec(),
+            targets: Projection::ALL.to_vec(),
         }
     }
 
@@ -211,20 +132,8 @@ impl<B: Backend> LoraAdapter<B> {
     }
 
     /// `linear` with this update folded into its weight.
-    pub fn merge_into(&self, linear: Linear<B>) -> Linear<B> {
-        let weight = linear.weight.val();
-        let delta = self.weight_delta().cast(weight.dtype());
-        // CPU backends keep weights in `[out, in]` memory behind an `[in, out]` view
-        // (`crate::linear`); adding in that order keeps the layout their decode path wants.
-        let merged = if is_cpu::<B>(&weight.device()) {
-            (weight.transpose() + delta.transpose()).transpose()
-        } else {
-            weight + delta
-        };
-        Linear {
-            weight: Param::from_tensor(merged),
-            bias: linear.bias,
-        }
+    pub fn merge_into(&self, linear: PhiLinear<B>) -> PhiLinear<B> {
+        linear.with_weight_delta(self.weight_delta())
     }
 }
 
@@ -240,6 +149,18 @@ pub struct LayerAdapters<B: Backend> {
 }
 
 impl<B: Backend> LayerAdapters<B> {
+    /// The adapter on `projection`, if any.
+    pub fn get(&self, projection: Projection) -> Option<&LoraAdapter<B>> {
+        match projection {
+            Projection::Q => self.q_proj.as_ref(),
+            Projection::K => self.k_proj.as_ref(),
+            Projection::V => self.v_proj.as_ref(),
+            Projection::Dense => self.dense.as_ref(),
+            Projection::Fc1 => self.fc1.as_ref(),
+            Projection::Fc2 => self.fc2.as_ref(),
+        }
+    }
+
     /// The adapters present, in the order q, k, v, dense, fc1, fc2.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut LoraAdapter<B>> {
         [
@@ -258,7 +179,18 @@ impl<B: Backend> LayerAdapters<B> {
 /// Every layer's adapters.
 #[derive(Module, Debug)]
 pub struct PhiAdapters<B: Backend> {
+    /// One set per decoder block.
     pub layers: Vec<LayerAdapters<B>>,
+}
+
+impl<B: Backend> Adapters<B> for PhiAdapters<B> {
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn delta(&self, layer: usize, projection: Projection, x: Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+        Some(self.layers.get(layer)?.get(projection)?.delta(x))
+    }
 }
 
 impl<B: Backend> PhiAdapters<B> {
@@ -268,7 +200,7 @@ impl<B: Backend> PhiAdapters<B> {
         for (layer, adapters) in phi.model.layers.iter_mut().zip(&self.layers) {
             let attention = &mut layer.self_attn;
             let mlp = &mut layer.mlp;
-            let slots: [(&mut Linear<B>, &Option<LoraAdapter<B>>); 6] = [
+            let slots: [(&mut PhiLinear<B>, &Option<LoraAdapter<B>>); 6] = [
                 (&mut attention.q_proj, &adapters.q_proj),
                 (&mut attention.k_proj, &adapters.k_proj),
                 (&mut attention.v_proj, &adapters.v_proj),
@@ -278,23 +210,10 @@ impl<B: Backend> PhiAdapters<B> {
             ];
             for (linear, adapter) in slots {
                 if let Some(adapter) = adapter {
-                    let base = linear.clone();
-                    *linear = adapter.merge_into(base);
+                    *linear = adapter.merge_into(linear.clone());
                 }
             }
         }
         phi
-    }
-}
-
-/// `forward_rows(linear, x)` plus the adapter's update, if any.
-pub(crate) fn project<B: Backend>(
-    linear: &Linear<B>,
-    adapter: Option<&LoraAdapter<B>>,
-    x: Tensor<B, 3>,
-) -> Tensor<B, 3> {
-    match adapter {
-        Some(adapter) => forward_rows(linear, x.clone()) + adapter.delta(x),
-        None => forward_rows(linear, x),
     }
 }

@@ -554,3 +554,64 @@ fn fixture_training_steps_lower_the_loss_on_the_cpu() {
     eprintln!("full {full:?}, LoRA {lora:?}");
     assert!(full[3] < full[0] && lora[3] < lora[0], "{full:?} {lora:?}");
 }
+
+/// Unmerged LoRA through the one forward entry point: with the KV cache it gives the logits of
+/// the uncached adapted forward, and greedy generation (one prompt, and a padded batch) gives what
+/// the merged model generates.
+#[test]
+fn unmerged_lora_generates_with_the_cache_as_the_merged_model_does() {
+    use std::ops::ControlFlow;
+
+    use phi_zoo::{GenerationConfig, Options, generate, generate_batch};
+
+    let device = Default::default();
+    let phi = fixture::<Cpu>(&device);
+    let adapters = patterned_adapters(&phi, &device);
+    let merged = adapters.merge_into(phi.clone());
+    let prompt: Vec<u32> = vec![5, 17, 42, 8, 61];
+
+    let ids = phi
+        .ids_tensor(std::slice::from_ref(&prompt), &device)
+        .unwrap();
+    let whole = to_vec(phi.forward_adapted(ids.clone(), &adapters).unwrap());
+    let mut cache = phi.new_cache(1, 16, &device);
+    let mut pieces = Vec::new();
+    for (start, end) in [(0, 3), (3, 5)] {
+        let part = ids.clone().slice([0..1, start..end]);
+        let options = Options::cached(&mut cache).with_adapters(Some(&adapters));
+        pieces.extend(to_vec(phi.logits(part, options).unwrap()));
+    }
+    let d = max_abs_diff(&whole, &pieces);
+    assert!(d <= 1e-5, "cached adapted logits differ by {d}");
+
+    let config = GenerationConfig {
+        max_new_tokens: 10,
+        sampling: None,
+        eos_token_ids: vec![],
+        ..GenerationConfig::for_model(phi.config(), None)
+    };
+    let go = |model: &dyn phi_zoo::LanguageModel<Cpu>| {
+        generate(model, &prompt, &config, &device, |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .ids
+    };
+    let adapted = go(&phi.with_adapters(&adapters));
+    assert_eq!(
+        adapted,
+        go(&merged),
+        "unmerged and merged LoRA generate alike"
+    );
+    assert_ne!(adapted, go(&phi), "the adapters change what is generated");
+
+    let prompts = vec![prompt.clone(), vec![3, 9]];
+    let batch = |model: &dyn phi_zoo::LanguageModel<Cpu>| {
+        generate_batch(model, &prompts, &config, &device)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.ids)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(batch(&phi.with_adapters(&adapters)), batch(&merged));
+}

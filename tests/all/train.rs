@@ -241,7 +241,7 @@ fn clipping_uses_the_global_norm_and_decay_spares_biases_and_norms() {
         let fc1 = &phi.model.layers[0].mlp.fc1;
         (
             to_vec(fc1.weight.val()),
-            to_vec(fc1.bias.as_ref().unwrap().val()),
+            to_vec(fc1.bias.val()),
             to_vec(phi.model.final_layernorm.gamma.val()),
         )
     };

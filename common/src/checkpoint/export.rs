@@ -10,14 +10,13 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::LayerNorm;
 use burn::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::dtype::StoredDType;
 use crate::error::{PhiError, Result};
-use crate::model::Phi;
-use crate::params::{HfParam, Leaf, Part, hf_params};
+use crate::model::{HfParam, Leaf, Part, Phi, PhiLinear, hf_params};
 
 /// Writes `model` into `dir` (created if needed) as HF V3 safetensors stored as `dtype`, plus config.json.
 pub fn save_hf<B: Backend>(
@@ -92,14 +91,9 @@ fn safetensors_header(params: &[HfParam], dtype: StoredDType) -> Vec<u8> {
 /// A parameter's values in transformers' layout (`[out, in]` for linear weights).
 fn hf_values<B: Backend>(model: &Phi<B>, part: Part, leaf: Leaf) -> Vec<f32> {
     let body = &model.model;
-    let linear = |l: &Linear<B>| match leaf {
-        Leaf::Weight => l.weight.val().transpose().into_data(),
-        Leaf::Bias => l
-            .bias
-            .as_ref()
-            .expect("Phi linears have biases")
-            .val()
-            .into_data(),
+    let linear = |l: &PhiLinear<B>| match leaf {
+        Leaf::Weight => l.weight_out_in().into_data(),
+        Leaf::Bias => l.bias.val().into_data(),
     };
     let norm = |n: &LayerNorm<B>| match leaf {
         Leaf::Weight => n.gamma.val().into_data(),

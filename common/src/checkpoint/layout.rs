@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::config::PhiConfig;
-use crate::params::{Leaf, Part};
+use crate::model::{Leaf, Part};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyLayout {

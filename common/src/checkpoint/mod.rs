@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 pub use dtype::StoredDType;
@@ -31,9 +31,7 @@ pub use weight_file::WeightFile;
 
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result, ShapeMismatch};
-use crate::linear::linear_from_hf;
-use crate::model::{ParamSource, Phi};
-use crate::params::{HfParam, Leaf, Part, hf_params};
+use crate::model::{HfParam, Leaf, ParamSource, Part, Phi, PhiLinear, hf_params};
 
 /// An opened, checked checkpoint: config, files, layout, and where each parameter lives.
 pub struct Checkpoint {
@@ -377,10 +375,10 @@ impl<B: Backend> ParamSource<B> for CheckpointParams<'_, B> {
         self.device.clone()
     }
 
-    fn linear(&mut self, part: Part, d_in: usize, d_out: usize) -> Result<Linear<B>> {
+    fn linear(&mut self, part: Part, d_in: usize, d_out: usize) -> Result<PhiLinear<B>> {
         // The load plan has checked the stored shape is [d_out, d_in].
         let (weight, _) = self.checkpoint.read(part, Leaf::Weight)?;
-        Ok(linear_from_hf(
+        Ok(PhiLinear::from_hf(
             weight,
             [d_out, d_in],
             self.tensor(part, Leaf::Bias)?,

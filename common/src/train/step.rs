@@ -7,8 +7,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 
-use crate::lora::PhiAdapters;
-use crate::model::Phi;
+use crate::model::{Adapters, Options, Phi};
 use crate::train::batch::LmBatch;
 use crate::train::loss::lm_loss;
 
@@ -59,18 +58,16 @@ impl<B: Backend> Phi<B> {
     pub fn lm_step_adapted(
         &self,
         batch: LmBatch<B>,
-        adapters: Option<&PhiAdapters<B>>,
+        adapters: Option<&dyn Adapters<B>>,
     ) -> LmStepOutput<B> {
         let issued = Instant::now();
         let tokens = match &batch.loss_mask {
             Some(mask) => mask.clone().int().sum().into_scalar().elem::<i64>() as usize,
             None => batch.targets.dims().iter().product(),
         };
-        let logits = match adapters {
-            Some(adapters) => self.forward_adapted(batch.inputs, adapters),
-            None => self.forward(batch.inputs),
-        }
-        .expect("training windows fit the context and adapters match the model: both are checked when training starts");
+        let logits = self
+            .logits(batch.inputs, Options::default().with_adapters(adapters))
+            .expect("training windows fit the context and adapters match the model: both are checked when training starts");
         LmStepOutput {
             loss: lm_loss(logits, batch.targets, batch.loss_mask),
             tokens,

@@ -15,7 +15,7 @@ const QUERY_BLOCK: usize = 128;
 /// `i` sits at key slot `keys - seq + i`; returns `[batch, seq, heads * dim]`, heads merged.
 /// Each query sees the keys up to its own slot, less those `mask` (`[batch, 1, seq, keys]`,
 /// true = hidden) hides. Scores and softmax are f32, as on every path.
-pub fn attention<B: Backend>(
+pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 3>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,

@@ -3,8 +3,8 @@
 use burn::prelude::*;
 
 /// `x·σ(2√(2/π)(x + 0.044715x³))` per element, the same f32 arithmetic as the tensor version in
-/// `mlp::gelu_new` (which burn's CPU backend runs as eight single-threaded passes).
-pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+/// `ops::tensor::gelu_new` (which burn's CPU backend runs as eight single-threaded passes).
+pub(crate) fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     const TWO_SQRT_2_OVER_PI: f32 = (2.0 * 0.797_884_560_802_865_4) as f32;
     let row_len = x.dims()[D - 1];
     super::map_rows(x, row_len, |_, values| {
@@ -38,7 +38,10 @@ mod tests {
         let device = Default::default();
         let x = Tensor::<B, 3>::random([2, 5, 37], Distribution::Uniform(-6.0, 6.0), &device);
         let fast: Vec<f32> = super::gelu_new(x.clone()).into_data().to_vec().unwrap();
-        let plain: Vec<f32> = crate::mlp::gelu_new(x).into_data().to_vec().unwrap();
+        let plain: Vec<f32> = crate::model::ops::tensor::gelu_new(x)
+            .into_data()
+            .to_vec()
+            .unwrap();
         for (a, b) in fast.iter().zip(&plain) {
             assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
         }

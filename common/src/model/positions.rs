@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use crate::rotary::{PartialRotary, RotaryAngles};
+use super::rotary::{PartialRotary, RotaryAngles};
 
 pub struct Positions<B: Backend> {
     /// Cache slot of the first new column.

@@ -1,4 +1,4 @@
-//! Inference fast paths for burn's CPU backends.
+//! phi-zoo's kernels for burn's CPU backend (inference, f32).
 //!
 //! burn's CPU backend runs each elementwise op as its own single-threaded pass and its attention
 //! op on one thread over every key. At prefill shapes those passes, not the matmuls, took a third
@@ -6,21 +6,12 @@
 //! arithmetic in fewer passes, on every core; every other backend, and training (autodiff),
 //! keeps the generic tensor code they replace.
 
-pub mod attention;
-pub mod gelu;
-pub mod rotary;
+pub(crate) mod attention;
+pub(crate) mod gelu;
+pub(crate) mod rotary;
 
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
-
-use crate::linear::is_cpu;
-
-/// Whether the fast paths apply to `x`: an f32 inference tensor on a CPU backend.
-pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
-    let device = x.device();
-    is_cpu::<B>(&device) && !B::ad_enabled(&device) && x.dtype() == DType::F32
-}
 
 /// Runs `kernel(first_row, rows)` over `x` (f32, seen as rows of `row_len` values) in parallel
 /// chunks of whole rows, in place when `x` owns its memory (burn then moves it, no copy).
@@ -42,7 +33,7 @@ pub(crate) fn map_rows<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), &device)
 }
 
-/// `x`'s values (f32, as `applies` checks), moved out without a copy when `x` owns its memory.
+/// `x`'s values (f32, as the dispatch checks), moved out without a copy when `x` owns its memory.
 pub(crate) fn host_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> {
     x.into_data()
         .into_vec()

@@ -1,8 +1,26 @@
 //! The model's parameter inventory in Hugging Face terms: which tensors a config implies, their
-//! V3 names and `[out, in]` shapes (PHI_SPEC §3). Loading, checking and export all walk this one
-//! list, so they cannot disagree about what a Phi checkpoint holds.
+//! V3 names and `[out, in]` shapes. Loading, checking and export all walk this one list, so they
+//! cannot disagree about what a Phi checkpoint holds; `ParamSource` is how a model being built
+//! asks for them.
 
+use burn::nn::{Embedding, LayerNorm};
+use burn::prelude::*;
+
+use super::linear::PhiLinear;
 use crate::config::PhiConfig;
+use crate::error::Result;
+
+/// Where a model's parameters come from while it is built: fresh initialisation or a checkpoint.
+pub trait ParamSource<B: Backend> {
+    /// The device the parameters are made on.
+    fn device(&self) -> B::Device;
+    /// A linear layer `d_in → d_out` with bias.
+    fn linear(&mut self, part: Part, d_in: usize, d_out: usize) -> Result<PhiLinear<B>>;
+    /// A LayerNorm over `dim` channels.
+    fn layer_norm(&mut self, part: Part, dim: usize, eps: f64) -> Result<LayerNorm<B>>;
+    /// The token embedding, `[vocab, dim]`.
+    fn embedding(&mut self, part: Part, vocab: usize, dim: usize) -> Result<Embedding<B>>;
+}
 
 /// One module of the model that owns parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

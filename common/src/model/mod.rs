@@ -1,24 +1,38 @@
-//! `Phi<B>`: the one implementation behind Phi-1, Phi-1.5 and Phi-2 (PHI_SPEC §1).
+//! `Phi<B>`: the one implementation behind Phi-1, Phi-1.5 and Phi-2.
 //!
-//! embedding → N parallel blocks → final LayerNorm → LM head with bias. Field names mirror the
-//! Hugging Face keys (`model.layers.3.self_attn.q_proj`), so a burn record path reads like the
-//! checkpoint key it came from.
+//! embedding → N parallel blocks (`block`) → final LayerNorm → LM head with bias. Field names
+//! mirror the Hugging Face keys (`model.layers.3.self_attn.q_proj`), so a burn record path reads
+//! like the checkpoint key it came from. Every forward pass goes through `Phi::hidden_states`:
+//! token ids or embeddings in, an optional KV cache, optional adapters.
 
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
+mod adapters;
+mod block;
+mod cache;
+mod init;
+mod linear;
+pub(crate) mod ops;
+mod params;
+mod positions;
+#[doc(hidden)]
+pub mod profile;
+mod rotary;
+
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use crate::attention::PhiAttention;
-use crate::block::PhiDecoderLayer;
-use crate::cache::KvCache;
+pub use adapters::{Adapters, Projection};
+pub use block::{PhiAttention, PhiDecoderLayer, PhiMlp};
+pub use cache::KvCache;
+pub use init::FreshInit;
+pub use linear::PhiLinear;
+pub use params::{HfParam, Leaf, ParamSource, Part, hf_params};
+pub use rotary::PartialRotary;
+
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
-use crate::linear::{forward_2d, forward_rows};
-use crate::lora::PhiAdapters;
-use crate::mlp::PhiMlp;
-use crate::params::Part;
-use crate::positions::Positions;
-use crate::rotary::PartialRotary;
+use block::Pass;
+use positions::Positions;
 
 /// The transformer body: everything but the LM head.
 #[derive(Module, Debug)]
@@ -35,25 +49,81 @@ pub struct PhiModel<B: Backend> {
 pub struct Phi<B: Backend> {
     pub model: PhiModel<B>,
     /// Untied from the embedding, with bias.
-    pub lm_head: Linear<B>,
+    pub lm_head: PhiLinear<B>,
     #[module(skip)]
     config: PhiConfig,
 }
 
-/// Where a model's parameters come from while it is built: fresh initialisation or a checkpoint.
-pub trait ParamSource<B: Backend> {
-    fn device(&self) -> B::Device;
-    /// A linear layer `d_in → d_out` with bias.
-    fn linear(&mut self, part: Part, d_in: usize, d_out: usize) -> Result<Linear<B>>;
-    fn layer_norm(&mut self, part: Part, dim: usize, eps: f64) -> Result<LayerNorm<B>>;
-    fn embedding(&mut self, part: Part, vocab: usize, dim: usize) -> Result<Embedding<B>>;
+/// What a forward pass starts from: token ids, or embeddings (which skip the embedding lookup).
+pub enum Input<B: Backend> {
+    /// `[batch, seq]` token ids.
+    Ids(Tensor<B, 2, Int>),
+    /// `[batch, seq, hidden]` input embeddings.
+    Embeddings(Tensor<B, 3>),
+}
+
+impl<B: Backend> From<Tensor<B, 2, Int>> for Input<B> {
+    fn from(ids: Tensor<B, 2, Int>) -> Self {
+        Input::Ids(ids)
+    }
+}
+
+impl<B: Backend> From<Tensor<B, 3>> for Input<B> {
+    fn from(embeddings: Tensor<B, 3>) -> Self {
+        Input::Embeddings(embeddings)
+    }
+}
+
+impl<B: Backend> Input<B> {
+    fn dims(&self) -> [usize; 2] {
+        match self {
+            Input::Ids(ids) => ids.dims(),
+            Input::Embeddings(e) => {
+                let [batch, seq, _] = e.dims();
+                [batch, seq]
+            }
+        }
+    }
+}
+
+/// The optional parts of a forward pass: a KV cache to read and extend, adapters to apply.
+pub struct Options<'a, B: Backend> {
+    /// Earlier positions' keys and values; the new ones are appended and the cache advanced.
+    pub cache: Option<&'a mut KvCache<B>>,
+    /// Terms added to the projections (unmerged LoRA).
+    pub adapters: Option<&'a dyn Adapters<B>>,
+}
+
+impl<B: Backend> Default for Options<'_, B> {
+    fn default() -> Self {
+        Self {
+            cache: None,
+            adapters: None,
+        }
+    }
+}
+
+impl<'a, B: Backend> Options<'a, B> {
+    /// A pass that reads and extends `cache`.
+    pub fn cached(cache: &'a mut KvCache<B>) -> Self {
+        Self {
+            cache: Some(cache),
+            adapters: None,
+        }
+    }
+
+    /// The same pass with `adapters` applied (`None`: none).
+    pub fn with_adapters(mut self, adapters: Option<&'a dyn Adapters<B>>) -> Self {
+        self.adapters = adapters;
+        self
+    }
 }
 
 impl<B: Backend> Phi<B> {
     /// A freshly initialised model, as transformers initialises one: normal(0, 0.02) weights,
     /// zero biases, unit LayerNorms.
     pub fn new(config: &PhiConfig, device: &B::Device) -> Self {
-        let mut source = crate::init::FreshInit::new(device.clone(), 0.02);
+        let mut source = FreshInit::new(device.clone(), 0.02);
         Self::build(config, &mut source).expect("fresh initialisation cannot fail")
     }
 
@@ -134,37 +204,115 @@ impl<B: Backend> Phi<B> {
         self
     }
 
+    /// The forward pass every other one is: `input` (ids or embeddings) → embedding → blocks →
+    /// final LayerNorm, `[batch, seq, hidden]`. With a cache, the input's positions follow those
+    /// the cache holds, attention covers them all, and the cache records the new ones; adapters
+    /// add their terms to the projections they target.
+    pub fn hidden_states(
+        &self,
+        input: impl Into<Input<B>>,
+        options: Options<'_, B>,
+    ) -> Result<Tensor<B, 3>> {
+        let input = input.into();
+        let [batch, seq] = input.dims();
+        if seq == 0 {
+            return Err(PhiError::Input("no tokens to feed".into()));
+        }
+        let Options {
+            mut cache,
+            adapters,
+        } = options;
+        let start = cache.as_deref().map_or(0, KvCache::len);
+        if let Some(cache) = cache.as_deref() {
+            if batch != cache.batch() {
+                return Err(PhiError::Input(format!(
+                    "{batch} sequences given to a cache made for {}",
+                    cache.batch()
+                )));
+            }
+            if start + seq > cache.capacity() {
+                return Err(PhiError::Input(format!(
+                    "{} positions requested but the cache holds {}",
+                    start + seq,
+                    cache.capacity()
+                )));
+            }
+        }
+        self.check_positions(start, seq)?;
+        if let Some(adapters) = adapters
+            && adapters.num_layers() != self.model.layers.len()
+        {
+            return Err(PhiError::Input(format!(
+                "adapters for {} layers given to a model of {}",
+                adapters.num_layers(),
+                self.model.layers.len()
+            )));
+        }
+        let body = &self.model;
+        let embeddings = match input {
+            Input::Ids(ids) => body.embed_tokens.forward(ids),
+            Input::Embeddings(embeddings) => embeddings,
+        };
+        let device = embeddings.device();
+        let pads = cache.as_deref().map(KvCache::padding).unwrap_or(&[]);
+        let positions = Positions::new(&body.rotary, start, seq, pads, &device);
+        let pass = Pass {
+            rotary: &body.rotary,
+            positions: &positions,
+            adapters,
+        };
+        let mut h = body.embed_dropout.forward(embeddings);
+        for (i, layer) in body.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            h = layer.forward(h, i, &pass, layer_cache);
+        }
+        if let Some(cache) = cache {
+            cache.advance(seq);
+        }
+        Ok(body.final_layernorm.forward(h))
+    }
+
+    /// Logits for every position, `[batch, seq, vocab]`, in f32: `hidden_states` and the LM head.
+    pub fn logits(
+        &self,
+        input: impl Into<Input<B>>,
+        options: Options<'_, B>,
+    ) -> Result<Tensor<B, 3>> {
+        let hidden = self.hidden_states(input, options)?;
+        Ok(self.lm_head.forward(hidden).cast(FloatDType::F32))
+    }
+
+    /// Only the last position's logits, `[batch, vocab]`: what a generation step needs, without
+    /// the LM head over the whole prompt.
+    pub fn last_logits(
+        &self,
+        input: impl Into<Input<B>>,
+        options: Options<'_, B>,
+    ) -> Result<Tensor<B, 2>> {
+        let hidden = self.hidden_states(input, options)?;
+        let [batch, seq, width] = hidden.dims();
+        let last = hidden.narrow(1, seq - 1, 1).reshape([batch, width]);
+        Ok(self.lm_head.forward_2d(last).cast(FloatDType::F32))
+    }
+
     /// Logits for every position, `[batch, seq] → [batch, seq, vocab]`, always in f32.
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
-        let hidden = self.forward_hidden(input_ids)?;
-        Ok(forward_rows(&self.lm_head, hidden).cast(FloatDType::F32))
+        self.logits(input_ids, Options::default())
     }
 
     /// Final hidden states (after the final LayerNorm), `[batch, seq] → [batch, seq, hidden]`:
     /// what embedding-based tools such as the quality filter consume.
     pub fn forward_hidden(&self, input_ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
-        let [_, seq] = input_ids.dims();
-        self.check_positions(0, seq)?;
-        Ok(self.body(input_ids, 0, None, None))
+        self.hidden_states(input_ids, Options::default())
     }
 
-    /// `forward` with LoRA `adapters` added to the projections they target.
+    /// `forward` with `adapters` added to the projections they target.
     pub fn forward_adapted(
         &self,
         input_ids: Tensor<B, 2, Int>,
-        adapters: &PhiAdapters<B>,
+        adapters: &dyn Adapters<B>,
     ) -> Result<Tensor<B, 3>> {
-        let [_, seq] = input_ids.dims();
-        self.check_positions(0, seq)?;
-        if adapters.layers.len() != self.model.layers.len() {
-            return Err(PhiError::Input(format!(
-                "adapters for {} layers given to a model of {}",
-                adapters.layers.len(),
-                self.model.layers.len()
-            )));
-        }
-        let hidden = self.body(input_ids, 0, None, Some(adapters));
-        Ok(forward_rows(&self.lm_head, hidden).cast(FloatDType::F32))
+        self.logits(input_ids, Options::default().with_adapters(Some(adapters)))
     }
 
     /// Logits for new positions `cache.len()..` given everything the cache holds, then records
@@ -174,50 +322,24 @@ impl<B: Backend> Phi<B> {
         input_ids: Tensor<B, 2, Int>,
         cache: &mut KvCache<B>,
     ) -> Result<Tensor<B, 3>> {
-        let hidden = self.hidden_cached(input_ids, cache)?;
-        Ok(forward_rows(&self.lm_head, hidden).cast(FloatDType::F32))
+        self.logits(input_ids, Options::cached(cache))
     }
 
-    /// Like `forward_cached`, but only the last position's logits, `[batch, vocab]`: what a
-    /// generation step needs, without the LM head over the whole prompt.
+    /// Like `forward_cached`, but only the last position's logits, `[batch, vocab]`.
     pub fn forward_cached_last(
         &self,
         input_ids: Tensor<B, 2, Int>,
         cache: &mut KvCache<B>,
     ) -> Result<Tensor<B, 2>> {
-        let hidden = self.hidden_cached(input_ids, cache)?;
-        let [batch, seq, width] = hidden.dims();
-        let last = hidden.narrow(1, seq - 1, 1).reshape([batch, width]);
-        Ok(forward_2d(&self.lm_head, last).cast(FloatDType::F32))
+        self.last_logits(input_ids, Options::cached(cache))
     }
 
-    fn hidden_cached(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        cache: &mut KvCache<B>,
-    ) -> Result<Tensor<B, 3>> {
-        let [batch, seq] = input_ids.dims();
-        if batch != cache.batch() {
-            return Err(PhiError::Input(format!(
-                "{batch} sequences given to a cache made for {}",
-                cache.batch()
-            )));
+    /// This model with `adapters` applied unmerged, for generation and evaluation.
+    pub fn with_adapters<'a>(&'a self, adapters: &'a dyn Adapters<B>) -> AdaptedPhi<'a, B> {
+        AdaptedPhi {
+            phi: self,
+            adapters,
         }
-        let start = cache.len();
-        if seq == 0 {
-            return Err(PhiError::Input("no tokens to feed".into()));
-        }
-        if start + seq > cache.capacity() {
-            return Err(PhiError::Input(format!(
-                "{} positions requested but the cache holds {}",
-                start + seq,
-                cache.capacity()
-            )));
-        }
-        self.check_positions(start, seq)?;
-        let hidden = self.body(input_ids, start, Some(cache), None);
-        cache.advance(seq);
-        Ok(hidden)
     }
 
     /// A cache for `batch` sequences of up to `capacity` positions (at most the context length).
@@ -235,30 +357,6 @@ impl<B: Backend> Phi<B> {
     ) -> KvCache<B> {
         let capacity = capacity.min(self.config.max_position_embeddings);
         KvCache::new(&self.config, pads.to_vec(), capacity, device)
-    }
-
-    /// embedding → blocks → final LayerNorm, for columns starting at cache slot `start`.
-    fn body(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        start: usize,
-        mut cache: Option<&mut KvCache<B>>,
-        adapters: Option<&PhiAdapters<B>>,
-    ) -> Tensor<B, 3> {
-        let body = &self.model;
-        let [_, seq] = input_ids.dims();
-        let device = input_ids.device();
-        let pads = cache.as_deref().map(KvCache::padding).unwrap_or(&[]);
-        let positions = Positions::new(&body.rotary, start, seq, pads, &device);
-        let mut h = body
-            .embed_dropout
-            .forward(body.embed_tokens.forward(input_ids));
-        for (i, layer) in body.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let layer_adapters = adapters.map(|a| &a.layers[i]);
-            h = layer.forward(h, &body.rotary, &positions, layer_cache, layer_adapters);
-        }
-        body.final_layernorm.forward(h)
     }
 
     /// Logits for host-side token rows, checking what a tensor cannot: every row has the same
@@ -308,5 +406,37 @@ impl<B: Backend> Phi<B> {
             )));
         }
         Ok(())
+    }
+}
+
+/// A model that generation and evaluation can run: a `Phi`, with or without adapters.
+pub trait LanguageModel<B: Backend> {
+    /// The model.
+    fn phi(&self) -> &Phi<B>;
+    /// Adapters applied unmerged in every forward pass, if any.
+    fn adapters(&self) -> Option<&dyn Adapters<B>> {
+        None
+    }
+}
+
+impl<B: Backend> LanguageModel<B> for Phi<B> {
+    fn phi(&self) -> &Phi<B> {
+        self
+    }
+}
+
+/// A `Phi` with adapters applied unmerged (`Phi::with_adapters`).
+pub struct AdaptedPhi<'a, B: Backend> {
+    phi: &'a Phi<B>,
+    adapters: &'a dyn Adapters<B>,
+}
+
+impl<B: Backend> LanguageModel<B> for AdaptedPhi<'_, B> {
+    fn phi(&self) -> &Phi<B> {
+        self.phi
+    }
+
+    fn adapters(&self) -> Option<&dyn Adapters<B>> {
+        Some(self.adapters)
     }
 }

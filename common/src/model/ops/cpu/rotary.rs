@@ -2,12 +2,12 @@
 
 use burn::prelude::*;
 
-use crate::rotary::RotaryAngles;
+use crate::model::rotary::RotaryAngles;
 
 /// Rotates the first `rotary_dim` channels of every head of `x: [batch, seq, heads * head_dim]`
 /// (a q or k projection before it is split into heads) by `angles`; the same f32 arithmetic as
 /// `PartialRotary::apply`, without its slices, negation, concatenations and transposed copies.
-pub fn apply<B: Backend>(
+pub(crate) fn apply<B: Backend>(
     x: Tensor<B, 3>,
     head_dim: usize,
     angles: &RotaryAngles<B>,
@@ -45,7 +45,7 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::Distribution;
 
-    use crate::rotary::PartialRotary;
+    use crate::model::rotary::PartialRotary;
 
     type B = burn::backend::Flex;
 
