@@ -4,7 +4,7 @@
 Each fixture is a `PhiForCausalLM` from Hugging Face transformers (eager attention, float32, CPU)
 with weights drawn far wider than the usual 0.02 so that a wrong rotary convention, GELU, bias or
 key mapping shows up in the logits. It is written in the checkpoint layouts phi-zoo reads
-(PHI_SPEC §3): V3 (current hub names), V2 "phi-msft" and V1 "MixFormerSequential" (fused Wqkv),
+(docs/ARCHITECTURE.md §3): V3 (current hub names), V2 "phi-msft" and V1 "MixFormerSequential" (fused Wqkv),
 as single or sharded safetensors, or single or sharded PyTorch `.bin`, each with a
 config.json in the matching dialect (flat hub, nested transformers-5 `rope_parameters`, or the
 old msft/MixFormer names). `reference.json` holds the input ids, logits and final hidden states.
@@ -113,7 +113,7 @@ def v3_state(model):
 
 
 def fused_state(model, shape, layout):
-    """The old microsoft layouts: q/k/v fused into Wqkv as plain [q; k; v] rows (PHI_SPEC §3)."""
+    """The old microsoft layouts: q/k/v fused into Wqkv as plain [q; k; v] rows (docs/ARCHITECTURE.md §3)."""
     sd = model.state_dict()
     layers = shape["layers"]
     if layout == "v2":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the CodeGen-mono tokenizer Phi uses (PHI_SPEC §4) as a Hugging Face tokenizer.json.
+"""Build the CodeGen-mono tokenizer Phi uses (docs/ARCHITECTURE.md §4) as a Hugging Face tokenizer.json.
 
 Phi's tokenizer is GPT-2's byte-level BPE (50257 tokens, `<|endoftext|>` = 50256) plus 38 added
 whitespace tokens: runs of 31 down to 2 spaces (ids 50257..50286) and of 9 down to 2 tabs (ids
@@ -32,7 +32,7 @@ SHA256 = {
 }
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common", "assets")
 
-# PHI_SPEC §4's known encodings, checked on the built tokenizer before it is written.
+# Known encodings of the CodeGen-mono tokenizer, checked on the built tokenizer before it is written.
 KNOWN = {
     "Hello world": [15496, 995],
     " the": [262],

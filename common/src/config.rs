@@ -1,6 +1,6 @@
 //! `PhiConfig`: the shape of a Phi model, read from any of the config.json dialects on the hub.
 //!
-//! Three dialects exist (PHI_SPEC §2–3): the hub's flat transformers-4 file (`partial_rotary_factor`
+//! Three dialects exist (ARCHITECTURE.md §2): the hub's flat transformers-4 file (`partial_rotary_factor`
 //! and `rope_theta` at top level), transformers 5's nested `rope_parameters`, and the old
 //! microsoft `phi-msft` / `mixformer-sequential` names (`n_embd`, `n_layer`, `rotary_dim`, ...).
 //! All three become one `PhiConfig`, which is written back in the flat hub dialect on export
@@ -41,7 +41,7 @@ pub struct PhiConfig {
     pub num_attention_heads: usize,
     /// Key/value heads; fewer than `num_attention_heads` means grouped-query attention.
     pub num_key_value_heads: usize,
-    /// Share of each head's channels that rotate (PHI_SPEC §1.3).
+    /// Share of each head's channels that rotate (ARCHITECTURE.md §1).
     pub partial_rotary_factor: f64,
     pub rope_theta: f64,
     pub max_position_embeddings: usize,
@@ -51,7 +51,7 @@ pub struct PhiConfig {
     pub resid_pdrop: f64,
     pub embd_pdrop: f64,
     pub attention_dropout: f64,
-    /// `None` when the config says null: take special ids from the tokenizer then (PHI_SPEC §2).
+    /// `None` when the config says null: take special ids from the tokenizer then (ARCHITECTURE.md §2).
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
 }
@@ -69,7 +69,7 @@ pub enum ConfigDialect {
 
 /// transformers' `PhiConfig` defaults, which are the 1.3B Phi-1 / Phi-1.5 shape; config.json
 /// fields that are absent take these values. The one departure: special token ids default to
-/// unset rather than transformers' 1 and 2, which are not Phi's (PHI_SPEC §2).
+/// unset rather than transformers' 1 and 2, which are not Phi's (ARCHITECTURE.md §2).
 impl Default for PhiConfig {
     fn default() -> Self {
         PhiConfig {
@@ -259,7 +259,7 @@ impl PhiConfig {
     fn from_microsoft(f: &Fields) -> Result<Self> {
         let hidden_size = f.required_usize("n_embd")?;
         let num_attention_heads = f.required_usize("n_head")?;
-        // The remote code pads the vocabulary up to a multiple (PHI_SPEC §3).
+        // The remote code pads the vocabulary up to a multiple (ARCHITECTURE.md §2).
         let vocab = f.usize("vocab_size")?.unwrap_or(50304);
         let multiple = f.usize("pad_vocab_size_multiple")?.unwrap_or(64).max(1);
         let vocab_size = vocab.div_ceil(multiple).saturating_mul(multiple);

@@ -25,7 +25,7 @@ pub struct GenerationConfig {
     /// Generation stops after any of these (the EOS id is kept in the output, as transformers does).
     pub eos_token_ids: Vec<u32>,
     /// Ids at or above this are never produced: the tokenizer's length, since Phi pads its
-    /// vocabulary from 50295 to 51200 with untrained rows (PHI_SPEC §4).
+    /// vocabulary from 50295 to 51200 with untrained rows (ARCHITECTURE.md §4).
     pub vocab_limit: Option<usize>,
 }
 
@@ -57,7 +57,7 @@ impl GenerationConfig {
     }
 
     /// Defaults for a model: EOS from its config, else `<|endoftext|>` from the tokenizer (Phi-1
-    /// and Phi-1.5 configs say null, PHI_SPEC §2); padded ids masked when a tokenizer tells the
+    /// and Phi-1.5 configs say null, ARCHITECTURE.md §2); padded ids masked when a tokenizer tells the
     /// real vocabulary. Without either, generation runs to `max_new_tokens`.
     pub fn for_model(config: &PhiConfig, tokenizer: Option<&PhiTokenizer>) -> Self {
         let eos = config

@@ -1,4 +1,4 @@
-//! The CodeGen-mono tokenizer every Phi model uses (PHI_SPEC §4): GPT-2's byte-level BPE plus
+//! The CodeGen-mono tokenizer every Phi model uses (ARCHITECTURE.md §4): GPT-2's byte-level BPE plus
 //! whitespace-run tokens, read from a hub `tokenizer.json` or the copy bundled with this crate
 //! (built by tools/make_tokenizer.py from GPT-2's MIT-licensed files).
 

@@ -9,7 +9,7 @@ pub use recipe::{finetune_recipe, pretrain_recipe};
 /// The published Phi-1 checkpoint.
 pub const HUB_ID: &str = "microsoft/phi-1";
 
-/// Phi-1: 24 layers, hidden 2048, 32 heads of 64 with 32 rotary channels (PHI_SPEC §2).
+/// Phi-1: 24 layers, hidden 2048, 32 heads of 64 with 32 rotary channels (ARCHITECTURE.md §2).
 pub fn phi_1() -> PhiConfig {
     // transformers' PhiConfig defaults are exactly this shape.
     PhiConfig::default()

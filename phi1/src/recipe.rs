@@ -1,4 +1,4 @@
-//! The phi-1 paper's training recipes (PHI_SPEC §7).
+//! The phi-1 paper's training recipes (ARCHITECTURE.md §7).
 
 use phi_zoo_common::train::{Decay, OptimizerKind, OptimizerSpec, Recipe, Schedule};
 

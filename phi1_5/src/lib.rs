@@ -9,7 +9,7 @@ pub use recipe::{recipe, web_recipe};
 /// The published Phi-1.5 checkpoint.
 pub const HUB_ID: &str = "microsoft/phi-1_5";
 
-/// Phi-1.5: the shape of Phi-1 (PHI_SPEC §2); only the training data differs.
+/// Phi-1.5: the shape of Phi-1 (ARCHITECTURE.md §2); only the training data differs.
 pub fn phi_1_5() -> PhiConfig {
     // transformers' PhiConfig defaults are exactly this shape.
     PhiConfig::default()

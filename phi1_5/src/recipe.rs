@@ -1,4 +1,4 @@
-//! The phi-1.5 report's training recipes (PHI_SPEC §7).
+//! The phi-1.5 report's training recipes (ARCHITECTURE.md §7).
 
 use phi_zoo_common::train::{OptimizerKind, OptimizerSpec, Recipe, Schedule};
 

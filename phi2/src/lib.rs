@@ -10,7 +10,7 @@ pub use recipe::recipe;
 pub const HUB_ID: &str = "microsoft/phi-2";
 
 /// Phi-2: 32 layers, hidden 2560, 32 heads of 80 with 32 rotary channels (factor 0.4),
-/// residual dropout 0.1, and `<|endoftext|>` (50256) as BOS and EOS (PHI_SPEC §2).
+/// residual dropout 0.1, and `<|endoftext|>` (50256) as BOS and EOS (ARCHITECTURE.md §2).
 pub fn phi_2() -> PhiConfig {
     PhiConfig {
         hidden_size: 2560,

@@ -1,5 +1,5 @@
 //! The real checkpoints against transformers' integration-test numbers (tests/golden_logits.json,
-//! copied from PHI_SPEC's golden_logits.json; source: transformers
+//! source: transformers
 //! tests/models/phi/test_modeling_phi.py, PhiIntegrationTest, float32, no mask).
 //!
 //! Ignored by default: run with `PHI_ZOO_CHECKPOINTS=/path/to/folder cargo test --release -- --ignored golden`,

@@ -2,7 +2,6 @@
 
 mod bad_input;
 mod crash_safety;
-mod datasets;
 mod decode;
 mod example;
 mod export;

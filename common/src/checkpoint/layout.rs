@@ -1,4 +1,4 @@
-//! The three key layouts Phi checkpoints exist in, told apart by their keys (PHI_SPEC §3).
+//! The three key layouts Phi checkpoints exist in, told apart by their keys (ARCHITECTURE.md §3).
 
 use std::ops::Range;
 

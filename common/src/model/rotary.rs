@@ -1,4 +1,4 @@
-//! Partial rotary position embedding in the NeoX convention (PHI_SPEC §1.3).
+//! Partial rotary position embedding in the NeoX convention (ARCHITECTURE.md §1).
 //!
 //! Only the first `rotary_dim` channels of each head rotate, and channel `j` pairs with
 //! `j + rotary_dim / 2` (`rotate_half`), not with `j + 1`: burn's `RotaryEncoding` is interleaved

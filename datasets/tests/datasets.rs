@@ -5,17 +5,18 @@ use std::sync::Arc;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
-use phi_zoo::PhiTokenizer;
-use phi_zoo::backend::Cpu;
-use phi_zoo::datasets::corpora::EmbeddedCorpus;
-use phi_zoo::datasets::{
+use phi_zoo_common::PhiTokenizer;
+use phi_zoo_datasets::corpora::EmbeddedCorpus;
+use phi_zoo_datasets::{
     Corpus, DataError, LmBatch, LmBatcher, Mixture, MixtureDataset, MixtureSource, OnMalformed,
     PrepareOptions, ReadReport, StoreWriter, TokenStore, named_mixture, prepare, tokenizer_sha256,
 };
 
+type Cpu = burn::backend::Flex;
+
 fn corpora_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/corpora")
+        .join("../tests/fixtures/corpora")
         .join(name)
 }
 
@@ -202,10 +203,7 @@ fn prepare_round_trips_and_ignores_the_thread_count() {
         };
         let report = prepare(&corpus, &tokenizer, &out, &options).unwrap();
         assert_eq!(report.header.documents, 60);
-        assert_eq!(
-            report.header.token_width,
-            phi_zoo::datasets::TokenWidth::U16
-        );
+        assert_eq!(report.header.token_width, phi_zoo_datasets::TokenWidth::U16);
         assert_eq!(
             report.header.tokenizer_sha256,
             tokenizer_sha256(&tokenizer).unwrap()
@@ -435,7 +433,7 @@ fn embedded_corpora_fill_the_phi_1_5_mixtures() {
 #[test]
 fn the_stream_loader_moves_through_the_stream_and_resumes_at_an_epoch() {
     use burn::data::dataloader::DataLoader;
-    use phi_zoo::datasets::StreamLoader;
+    use phi_zoo_datasets::StreamLoader;
 
     let dir = tempfile::tempdir().unwrap();
     let m = Arc::new(mixture(dir.path(), &[0.2, 0.8], &[6, 9], 4, 3));
