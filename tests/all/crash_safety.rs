@@ -88,7 +88,7 @@ fn pretrain(dir: &Path, resume: Option<usize>) -> Vec<f32> {
         peak_flops: None,
     };
     let trained: Trainee<Cpu> = run(
-        crate::train::tiny_trainee(&device),
+        crate::fixtures::tiny_trainee(&device),
         AdamWConfig::new().with_weight_decay(0.0).init(),
         schedule.scheduler(1),
         Arc::new(train),
@@ -102,23 +102,23 @@ fn pretrain(dir: &Path, resume: Option<usize>) -> Vec<f32> {
 fn lora(dir: &Path, resume: Option<usize>) -> Vec<f32> {
     let device = Default::default();
     let mut trainee = LoraTrainee::new(
-        crate::finetune::fixture(&device),
+        crate::fixtures::fixture(&device),
         &LoraConfig {
             dropout: 0.0,
             ..LoraConfig::new(2)
         },
-        crate::finetune::settings(),
+        crate::fixtures::settings(),
     );
     // Fixed adapters: a run that never reaches a checkpoint starts from the same ones.
-    trainee.adapters = crate::finetune::patterned_adapters(&trainee.base.0, &device);
-    let mut plan = crate::finetune::plan(dir, LORA_EPOCHS, resume);
+    trainee.adapters = crate::fixtures::patterned_adapters(&trainee.base.0, &device);
+    let mut plan = crate::fixtures::plan(dir, LORA_EPOCHS, resume);
     plan.steps_per_epoch = 2;
     plan.keep = 1;
     let trained = run_with(
         trainee,
         AdamWConfig::new().with_weight_decay(0.0).init(),
         5e-3,
-        crate::finetune::data(&plan),
+        crate::fixtures::data(&plan),
         &plan,
         &[],
     );
@@ -286,7 +286,7 @@ const POINTS_PER_CHECKPOINT: usize = 14;
 fn pretraining_killed_anywhere_resumes_to_the_same_weights() {
     let data = tempfile::tempdir().unwrap();
     for (name, stride) in [("code", 7), ("synthetic", 13), ("held_out", 3)] {
-        crate::train::store(data.path(), name, 4000, stride);
+        crate::fixtures::store(data.path(), name, 4000, stride);
     }
     let sweep = Sweep {
         kind: "pretrain",

@@ -2,45 +2,19 @@
 //! checkpoints), loss falling on a fixture, exact resume, and an export transformers reads.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use burn::backend::Autodiff;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use phi_zoo::backend::Cpu;
-use phi_zoo::common::train::{LmStepOutput, LoraTrainee, StepSettings, Trainee};
+use phi_zoo::common::train::{LmStepOutput, LoraTrainee, Trainee};
 use phi_zoo::datasets::{FinetuneExample, FinetuneFormat, FinetuneSet, SampleStream};
-use phi_zoo::training::{RunData, RunPlan, run_with};
-use phi_zoo::{LoraConfig, LoraTarget, Phi, PhiAdapters, PhiTokenizer};
+use phi_zoo::training::{RunPlan, run_with};
+use phi_zoo::{LoraConfig, LoraTarget, Phi, PhiTokenizer};
 
-use crate::fixtures::{layout_dir, max_abs_diff, to_vec};
-
-type Train = Autodiff<Cpu>;
-
-/// The tiny_p05 fixture (vocabulary 96) without dropout, so runs repeat exactly.
-pub fn fixture<B: Backend>(device: &B::Device) -> Phi<B> {
-    phi_zoo::Checkpoint::open(layout_dir("tiny_p05", "v3"))
-        .and_then(|c| c.load::<B>(device))
-        .unwrap()
-        .with_dropout(0.0, 0.0, 0.0)
-}
-
-/// Prompt-completion examples over the fixture's vocabulary: the completion counts down from
-/// the prompt's last token, something a model can learn.
-fn examples(n: usize) -> Vec<FinetuneExample> {
-    (0..n)
-        .map(|i| {
-            let prompt_len = 2 + i % 4;
-            let start = 10 + (i * 7) % 80;
-            let mut ids: Vec<u32> = (0..prompt_len)
-                .map(|j| ((start + j * 3) % 96) as u32)
-                .collect();
-            let last = *ids.last().unwrap();
-            ids.extend((1..=3 + i % 3).map(|k| (last + 96 - k as u32) % 96));
-            FinetuneExample::new(ids, prompt_len)
-        })
-        .collect()
-}
+use crate::fixtures::{
+    Train, data, examples, fixture, fixture_training_losses, max_abs_diff, patterned_adapters,
+    plan, settings, to_vec,
+};
 
 /// Mean next-token NLL on the host over the kept targets of one unpadded example.
 fn host_nll(phi: &Phi<Cpu>, example: &FinetuneExample) -> (f64, usize) {
@@ -245,33 +219,6 @@ fn lora_starts_as_the_base_model_and_merges_into_an_equal_plain_model() {
     );
 }
 
-pub fn plan(dir: &Path, epochs: usize, resume_epoch: Option<usize>) -> RunPlan {
-    RunPlan {
-        dir: dir.to_path_buf(),
-        batch: 4,
-        grad_accum: 1,
-        steps_per_epoch: 5,
-        epochs,
-        keep: 2,
-        valid_batches: 1,
-        resume_epoch,
-        peak_flops: None,
-    }
-}
-
-pub fn data(plan: &RunPlan) -> RunData<Train> {
-    let set = FinetuneSet::new(examples(40), 16, 0, 11).unwrap();
-    let (train, valid) = set.split_held_out(0.1).unwrap();
-    RunData::streams(
-        Arc::new(train),
-        Arc::new(valid),
-        16,
-        plan,
-        1,
-        &Default::default(),
-    )
-}
-
 /// Mean loss of the model over the training examples, on the host.
 fn train_loss(phi: &Phi<Cpu>) -> f64 {
     let set = FinetuneSet::new(examples(40), 16, 0, 11).unwrap();
@@ -280,13 +227,6 @@ fn train_loss(phi: &Phi<Cpu>) -> f64 {
         .map(|e| host_nll(phi, e))
         .fold((0.0, 0), |(t, c), (a, b)| (t + a, c + b));
     total / count as f64
-}
-
-pub fn settings() -> StepSettings {
-    StepSettings {
-        grad_clip_norm: Some(1.0),
-        ..Default::default()
-    }
 }
 
 #[test]
@@ -385,40 +325,12 @@ fn lora_fine_tuning_resumes_exactly() {
     };
     let d = max_abs_diff(&weights(&straight), &weights(&resumed));
     assert!(d <= 1e-6, "resumed adapters differ by {d}");
-    let losses = |dir: &Path| crate::train::logged(dir, "train", 2, "Loss");
+    let losses = |dir: &Path| crate::fixtures::logged(dir, "train", 2, "Loss");
     let (a, b) = (losses(whole.path()), losses(split.path()));
     assert_eq!(a.len(), 5);
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-6, "{a:?} vs {b:?}");
     }
-}
-
-/// Rank-2 adapters on every projection of `phi` whose A and B follow fixed formulas (no RNG, so
-/// any machine and backend builds the same ones).
-pub fn patterned_adapters<B: Backend>(phi: &Phi<B>, device: &B::Device) -> PhiAdapters<B> {
-    let mut adapters = LoraConfig {
-        dropout: 0.0,
-        ..LoraConfig::new(2)
-    }
-    .init(phi, device);
-    let mut k = 0.0f32;
-    for layer in &mut adapters.layers {
-        for adapter in layer.iter_mut() {
-            let mut patterned = |dims: [usize; 2]| {
-                k += 1.0;
-                let values: Vec<f32> = (0..dims[0] * dims[1])
-                    .map(|i| 0.3 * ((i as f32 * 0.37 + k).sin()))
-                    .collect();
-                burn::module::Param::from_tensor(Tensor::from_data(
-                    TensorData::new(values, dims),
-                    device,
-                ))
-            };
-            adapter.a = patterned(adapter.a.dims());
-            adapter.b = patterned(adapter.b.dims());
-        }
-    }
-    adapters
 }
 
 /// tiny_p05 with `patterned_adapters` merged: the model behind the committed
@@ -427,43 +339,6 @@ fn lora_merged_fixture_model() -> Phi<Cpu> {
     let device = Default::default();
     let phi = fixture::<Cpu>(&device);
     patterned_adapters(&phi, &device).merge_into(phi)
-}
-
-/// Losses of `steps` optimizer steps (AdamW, lr 1e-2, clipping) of full fine-tuning and of LoRA
-/// (patterned adapters) on one batch of the tiny_p05 fixture, on any backend: the same numbers on every
-/// backend say its training path is right.
-pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
-    steps: usize,
-    device: &B::Device,
-) -> (Vec<f64>, Vec<f64>) {
-    use burn::train::TrainStep;
-    let set = FinetuneSet::new(examples(16), 16, 0, 5).unwrap();
-    // One batch, seen every step: the loss must fall.
-    let batch = |_step: usize| set.batch::<B>(0..8, device);
-    let loss = |out: &burn::train::TrainOutput<LmStepOutput<B>>| -> f64 {
-        out.item.loss.clone().into_scalar().elem::<f64>()
-    };
-
-    let mut full = Trainee::new(fixture::<B>(device), settings());
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
-    let mut full_losses = vec![];
-    for i in 0..steps {
-        let out = TrainStep::step(&full, batch(i));
-        full_losses.push(loss(&out));
-        full = TrainStep::optimize(full, &mut optim, 1e-2, out.grads);
-    }
-
-    let phi = fixture::<B>(device);
-    let mut lora = LoraTrainee::new(phi, &LoraConfig::new(2), settings());
-    lora.adapters = patterned_adapters(&lora.base.0, device);
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
-    let mut lora_losses = vec![];
-    for i in 0..steps {
-        let out = TrainStep::step(&lora, batch(i));
-        lora_losses.push(loss(&out));
-        lora = TrainStep::optimize(lora, &mut optim, 1e-2, out.grads);
-    }
-    (full_losses, lora_losses)
 }
 
 fn lora_merged_dir() -> std::path::PathBuf {

@@ -1,10 +1,21 @@
-//! The committed fixtures (tests/fixtures, written by tools/make_fixtures.py) and comparison helpers.
+//! The test helpers, in one place: the committed fixtures (tests/fixtures, written by
+//! tools/make_fixtures.py), comparisons, and the small training setups several modules share.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use burn::backend::Autodiff;
+use burn::optim::AdamWConfig;
+use burn::prelude::*;
 use phi_zoo::backend::Cpu;
-use phi_zoo::{Checkpoint, Phi};
+use phi_zoo::common::train::{LmStepOutput, LoraTrainee, StepSettings, Trainee};
+use phi_zoo::datasets::{FinetuneExample, FinetuneSet, SampleStream};
+use phi_zoo::training::{RunData, RunPlan};
+use phi_zoo::{Checkpoint, LoraConfig, Phi, PhiAdapters};
 use serde_json::Value;
+
+/// The CPU backend under autodiff.
+pub type Train = Autodiff<Cpu>;
 
 pub const FIXTURES: [&str; 4] = ["tiny_p05", "tiny_p04", "tiny_qk_gqa", "tiny_gqa"];
 
@@ -93,4 +104,182 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
             0.0,
             |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
         )
+}
+
+// Training and fine-tuning helpers shared by several test modules.
+
+/// A tiny Phi over a 1001-token vocabulary, without dropout (so runs are reproducible).
+pub fn tiny_trainee(device: &burn::backend::flex::FlexDevice) -> Trainee<Train> {
+    let config = phi_zoo::PhiConfig {
+        vocab_size: 1001,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 4,
+        max_position_embeddings: 64,
+        resid_pdrop: 0.0,
+        embd_pdrop: 0.0,
+        attention_dropout: 0.0,
+        ..Default::default()
+    };
+    <Train as Backend>::seed(device, 5);
+    Trainee::new(
+        phi_zoo::Phi::new(&config, device),
+        StepSettings {
+            grad_clip_norm: Some(1.0),
+            weight_decay: 0.1,
+            ..Default::default()
+        },
+    )
+}
+
+pub fn store(
+    dir: &std::path::Path,
+    name: &str,
+    tokens: u64,
+    stride: u64,
+) -> std::sync::Arc<phi_zoo::datasets::TokenStore> {
+    let path = dir.join(name);
+    let mut writer = phi_zoo::datasets::StoreWriter::create(&path, 1001, 1000).unwrap();
+    let ids: Vec<u32> = (0..tokens - 1)
+        .map(|i| ((i * stride) % 997) as u32)
+        .collect();
+    writer.push_document(&ids).unwrap();
+    writer.finish("test".into(), vec![], 0).unwrap();
+    std::sync::Arc::new(phi_zoo::datasets::TokenStore::open(&path).unwrap())
+}
+
+/// The values of a metric log the learner must have written.
+pub fn logged(dir: &std::path::Path, split: &str, epoch: usize, metric: &str) -> Vec<f64> {
+    phi_zoo::training::logged_metric(dir, split, epoch, metric).unwrap_or_else(|| {
+        panic!(
+            "{}: no {split} {metric} log for epoch {epoch}",
+            dir.display()
+        )
+    })
+}
+
+/// The tiny_p05 fixture (vocabulary 96) without dropout, so runs repeat exactly.
+pub fn fixture<B: Backend>(device: &B::Device) -> Phi<B> {
+    phi_zoo::Checkpoint::open(layout_dir("tiny_p05", "v3"))
+        .and_then(|c| c.load::<B>(device))
+        .unwrap()
+        .with_dropout(0.0, 0.0, 0.0)
+}
+
+/// Prompt-completion examples over the fixture's vocabulary: the completion counts down from
+/// the prompt's last token, something a model can learn.
+pub fn examples(n: usize) -> Vec<FinetuneExample> {
+    (0..n)
+        .map(|i| {
+            let prompt_len = 2 + i % 4;
+            let start = 10 + (i * 7) % 80;
+            let mut ids: Vec<u32> = (0..prompt_len)
+                .map(|j| ((start + j * 3) % 96) as u32)
+                .collect();
+            let last = *ids.last().unwrap();
+            ids.extend((1..=3 + i % 3).map(|k| (last + 96 - k as u32) % 96));
+            FinetuneExample::new(ids, prompt_len)
+        })
+        .collect()
+}
+
+pub fn plan(dir: &Path, epochs: usize, resume_epoch: Option<usize>) -> RunPlan {
+    RunPlan {
+        dir: dir.to_path_buf(),
+        batch: 4,
+        grad_accum: 1,
+        steps_per_epoch: 5,
+        epochs,
+        keep: 2,
+        valid_batches: 1,
+        resume_epoch,
+        peak_flops: None,
+    }
+}
+
+pub fn data(plan: &RunPlan) -> RunData<Train> {
+    let set = FinetuneSet::new(examples(40), 16, 0, 11).unwrap();
+    let (train, valid) = set.split_held_out(0.1).unwrap();
+    RunData::streams(
+        Arc::new(train),
+        Arc::new(valid),
+        16,
+        plan,
+        1,
+        &Default::default(),
+    )
+}
+
+pub fn settings() -> StepSettings {
+    StepSettings {
+        grad_clip_norm: Some(1.0),
+        ..Default::default()
+    }
+}
+
+/// Rank-2 adapters on every projection of `phi` whose A and B follow fixed formulas (no RNG, so
+/// any machine and backend builds the same ones).
+pub fn patterned_adapters<B: Backend>(phi: &Phi<B>, device: &B::Device) -> PhiAdapters<B> {
+    let mut adapters = LoraConfig {
+        dropout: 0.0,
+        ..LoraConfig::new(2)
+    }
+    .init(phi, device);
+    let mut k = 0.0f32;
+    for layer in &mut adapters.layers {
+        for adapter in layer.iter_mut() {
+            let mut patterned = |dims: [usize; 2]| {
+                k += 1.0;
+                let values: Vec<f32> = (0..dims[0] * dims[1])
+                    .map(|i| 0.3 * ((i as f32 * 0.37 + k).sin()))
+                    .collect();
+                burn::module::Param::from_tensor(Tensor::from_data(
+                    TensorData::new(values, dims),
+                    device,
+                ))
+            };
+            adapter.a = patterned(adapter.a.dims());
+            adapter.b = patterned(adapter.b.dims());
+        }
+    }
+    adapters
+}
+
+/// Losses of `steps` optimizer steps (AdamW, lr 1e-2, clipping) of full fine-tuning and of LoRA
+/// (patterned adapters) on one batch of the tiny_p05 fixture, on any backend: the same numbers on every
+/// backend say its training path is right.
+pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
+    steps: usize,
+    device: &B::Device,
+) -> (Vec<f64>, Vec<f64>) {
+    use burn::train::TrainStep;
+    let set = FinetuneSet::new(examples(16), 16, 0, 5).unwrap();
+    // One batch, seen every step: the loss must fall.
+    let batch = |_step: usize| set.batch::<B>(0..8, device);
+    let loss = |out: &burn::train::TrainOutput<LmStepOutput<B>>| -> f64 {
+        out.item.loss.clone().into_scalar().elem::<f64>()
+    };
+
+    let mut full = Trainee::new(fixture::<B>(device), settings());
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut full_losses = vec![];
+    for i in 0..steps {
+        let out = TrainStep::step(&full, batch(i));
+        full_losses.push(loss(&out));
+        full = TrainStep::optimize(full, &mut optim, 1e-2, out.grads);
+    }
+
+    let phi = fixture::<B>(device);
+    let mut lora = LoraTrainee::new(phi, &LoraConfig::new(2), settings());
+    lora.adapters = patterned_adapters(&lora.base.0, device);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut lora_losses = vec![];
+    for i in 0..steps {
+        let out = TrainStep::step(&lora, batch(i));
+        lora_losses.push(loss(&out));
+        lora = TrainStep::optimize(lora, &mut optim, 1e-2, out.grads);
+    }
+    (full_losses, lora_losses)
 }

@@ -1,7 +1,6 @@
 //! The training step: the loss, its mask, and that optimizer steps through burn-train's
 //! `TrainStep` lower it.
 
-use burn::backend::Autodiff;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::train::TrainStep;
@@ -11,9 +10,7 @@ use phi_zoo::common::train::regularize::{
 };
 use phi_zoo::common::train::{LmBatch, StepSettings, Trainee, lm_loss};
 
-use crate::fixtures::{Reference, layout_dir, to_vec};
-
-type Train = Autodiff<Cpu>;
+use crate::fixtures::{Reference, Train, layout_dir, logged, store, tiny_trainee, to_vec};
 
 /// Mean NLL computed on the host in f64, for comparison.
 fn host_loss(logits: &[f32], targets: &[i64], vocab: usize, keep: &[bool]) -> f64 {
@@ -255,48 +252,6 @@ fn clipping_uses_the_global_norm_and_decay_spares_biases_and_norms() {
     assert_eq!(norm_after, norm_before);
 }
 
-/// A tiny Phi over a 1001-token vocabulary, without dropout (so runs are reproducible).
-pub fn tiny_trainee(device: &burn::backend::flex::FlexDevice) -> Trainee<Train> {
-    let config = phi_zoo::PhiConfig {
-        vocab_size: 1001,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 4,
-        max_position_embeddings: 64,
-        resid_pdrop: 0.0,
-        embd_pdrop: 0.0,
-        attention_dropout: 0.0,
-        ..Default::default()
-    };
-    <Train as Backend>::seed(device, 5);
-    Trainee::new(
-        phi_zoo::Phi::new(&config, device),
-        StepSettings {
-            grad_clip_norm: Some(1.0),
-            weight_decay: 0.1,
-            ..Default::default()
-        },
-    )
-}
-
-pub fn store(
-    dir: &std::path::Path,
-    name: &str,
-    tokens: u64,
-    stride: u64,
-) -> std::sync::Arc<phi_zoo::datasets::TokenStore> {
-    let path = dir.join(name);
-    let mut writer = phi_zoo::datasets::StoreWriter::create(&path, 1001, 1000).unwrap();
-    let ids: Vec<u32> = (0..tokens - 1)
-        .map(|i| ((i * stride) % 997) as u32)
-        .collect();
-    writer.push_document(&ids).unwrap();
-    writer.finish("test".into(), vec![], 0).unwrap();
-    std::sync::Arc::new(phi_zoo::datasets::TokenStore::open(&path).unwrap())
-}
-
 #[test]
 fn training_n_steps_then_resuming_for_n_more_equals_2n_in_one_go() {
     use phi_zoo::common::train::{Decay, Schedule};
@@ -437,16 +392,6 @@ fn tracked_weights<B: Backend>(phi: &phi_zoo::Phi<B>) -> Vec<f32> {
     let mut values = to_vec(phi.lm_head.weight.val());
     values.extend(to_vec(phi.model.layers[1].mlp.fc2.weight.val()));
     values
-}
-
-/// The values of a metric log the learner must have written.
-pub fn logged(dir: &std::path::Path, split: &str, epoch: usize, metric: &str) -> Vec<f64> {
-    phi_zoo::training::logged_metric(dir, split, epoch, metric).unwrap_or_else(|| {
-        panic!(
-            "{}: no {split} {metric} log for epoch {epoch}",
-            dir.display()
-        )
-    })
 }
 
 #[test]

@@ -100,11 +100,11 @@ fn wgpu_left_padded_batch_generates_transformers_greedy_ids() {
 fn wgpu_training_steps_match_the_cpu() {
     use burn::backend::Autodiff;
     let steps = 4;
-    let (cpu_full, cpu_lora) = crate::finetune::fixture_training_losses::<
+    let (cpu_full, cpu_lora) = crate::fixtures::fixture_training_losses::<
         Autodiff<phi_zoo::backend::Cpu>,
     >(steps, &Default::default());
     let (gpu_full, gpu_lora) =
-        crate::finetune::fixture_training_losses::<Autodiff<Wgpu>>(steps, &Default::default());
+        crate::fixtures::fixture_training_losses::<Autodiff<Wgpu>>(steps, &Default::default());
     eprintln!("full: cpu {cpu_full:?} wgpu {gpu_full:?}\nLoRA: cpu {cpu_lora:?} wgpu {gpu_lora:?}");
     for (cpu, gpu) in [(&cpu_full, &gpu_full), (&cpu_lora, &gpu_lora)] {
         assert!(cpu[steps - 1] < cpu[0], "training lowers the loss: {cpu:?}");
