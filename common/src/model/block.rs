@@ -114,21 +114,22 @@ impl<B: Backend> PhiAttention<B> {
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]);
+        let split = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, self.head_dim]);
         let q = pass.project(&self.q_proj, layer, Projection::Q, x.clone());
         let k = pass.project(&self.k_proj, layer, Projection::K, x.clone());
         let v = pass.project(&self.v_proj, layer, Projection::V, x);
-        let (mut q, mut k) = (heads(q, self.num_heads), heads(k, self.num_kv_heads));
+        let (mut q, mut k) = (split(q, self.num_heads), split(k, self.num_kv_heads));
         if let (Some(q_norm), Some(k_norm)) = (&self.q_layernorm, &self.k_layernorm) {
             q = q_norm.forward(q);
             k = k_norm.forward(k);
         }
+        // Heads first from here, `[batch, heads, seq, head_dim]`, as attention and the cache
+        // (which holds keys after rotary) take them.
+        let heads = |t: Tensor<B, 4>| t.swap_dims(1, 2);
         let angles = &pass.positions.angles;
-        let q = ops::rotary(q, pass.rotary, angles);
-        let k = ops::rotary(k, pass.rotary, angles);
-        // Keys (after rotary) and values as the cache holds them, `[batch, kv_heads, slots, dim]`.
-        let k = k.swap_dims(1, 2);
-        let v = heads(v, self.num_kv_heads).swap_dims(1, 2);
+        let q = ops::rotary(heads(q), pass.rotary, angles);
+        let k = ops::rotary(heads(k), pass.rotary, angles);
+        let v = heads(split(v, self.num_kv_heads));
         let (k, v) = match cache {
             Some(cache) => cache.append(pass.positions.start, k, v),
             None => (k, v),

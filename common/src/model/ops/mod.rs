@@ -42,24 +42,25 @@ pub(crate) fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B,
     }
 }
 
-/// Partial rotary on `x: [batch, seq, heads, head_dim]` (queries or keys, heads split but not
-/// moved), in the same layout.
+/// Partial rotary on `x: [batch, heads, seq, head_dim]` (queries or keys), in the same layout.
 pub(crate) fn rotary<B: Backend>(
     x: Tensor<B, 4>,
     rotary: &PartialRotary<B>,
     angles: &RotaryAngles<B>,
 ) -> Tensor<B, 4> {
-    let [batch, seq, heads, head_dim] = x.dims();
-    if kernels_apply(&x) {
-        // One pass over the projection's own layout instead of rotary's slices and concatenations.
-        let flat = x.reshape([batch, seq, heads * head_dim]);
-        cpu::rotary::apply(flat, head_dim, angles).reshape([batch, seq, heads, head_dim])
-    } else {
-        rotary.apply(x.swap_dims(1, 2), angles).swap_dims(1, 2)
+    if !kernels_apply(&x) {
+        return rotary.apply(x, angles);
     }
+    // One pass over the projection's own `[batch, seq, heads·head_dim]` layout (of which `x`
+    // is a view) instead of rotary's slices and concatenations.
+    let [batch, heads, seq, head_dim] = x.dims();
+    let flat = x.swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
+    cpu::rotary::apply(flat, head_dim, angles)
+        .reshape([batch, seq, heads, head_dim])
+        .swap_dims(1, 2)
 }
 
-/// Causal attention of queries `q: [batch, seq, heads, head_dim]` at the last `seq` key slots
+/// Causal attention of queries `q: [batch, heads, seq, head_dim]` at the last `seq` key slots
 /// over keys and values `[batch, kv_heads, keys, head_dim]`, hiding what `mask`
 /// (`[batch, 1, seq, keys]`, true = hidden) hides when given (else plain causal masking):
 /// `softmax(q·kᵀ·scale)·v`, scores and softmax in f32, heads merged, `[batch, seq, heads·head_dim]`.
@@ -71,16 +72,15 @@ pub(crate) fn attention<B: Backend>(
     dropout: &Dropout,
     scale: f64,
 ) -> Tensor<B, 3> {
-    let [batch, seq, heads, head_dim] = q.dims();
+    let [batch, heads, seq, head_dim] = q.dims();
+    // Back to `[batch, seq, heads·head_dim]`: for the CPU kernel's input, and the output's layout.
+    let merge = |t: Tensor<B, 4>| t.swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
     // A decode step (one query) takes the generic path on the CPU too: its matmuls read the
     // cache in place, where the kernel would copy every cached key and value first.
     if kernels_apply(&q) && seq > 1 {
-        let q = q.reshape([batch, seq, heads * head_dim]);
-        cpu::attention::attention(q, k, v, mask, heads, scale as f32)
+        cpu::attention::attention(merge(q), k, v, mask, heads, scale as f32)
     } else {
-        tensor::attention(q.swap_dims(1, 2), k, v, mask, dropout, scale)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, heads * head_dim])
+        merge(tensor::attention(q, k, v, mask, dropout, scale))
     }
 }
 
