@@ -5,27 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::fixtures::{FIXTURES, Reference, TOLERANCE, layout_dir, max_abs_diff};
-
-fn example_binary() -> PathBuf {
-    // tests run from target/<profile>/deps/; cargo test builds examples into target/<profile>/examples/.
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_owned();
-    let path = deps
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("logits{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{} is missing: run the whole suite with `cargo test` so examples are built",
-        path.display()
-    );
-    path
-}
+use crate::fixtures::{FIXTURES, Reference, TOLERANCE, example_binary, layout_dir, max_abs_diff};
 
 /// The one JSON object a successful run printed on stdout.
 fn json_stdout(out: std::process::Output, what: &str) -> Value {
@@ -38,7 +18,10 @@ fn json_stdout(out: std::process::Output, what: &str) -> Value {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(example_binary()).args(args).output().unwrap()
+    Command::new(example_binary("logits"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -94,7 +77,7 @@ fn logits_example_reports_bad_input_on_stderr() {
 }
 
 fn generate_binary() -> PathBuf {
-    example_binary().with_file_name(format!("generate{}", std::env::consts::EXE_SUFFIX))
+    example_binary("generate")
 }
 
 #[test]
@@ -166,8 +149,7 @@ fn generate_example_streams_text_and_honours_stop_strings() {
 /// `--resume` for one more; each run leaves an HF model, a loss curve and a sample.
 #[test]
 fn pretrain_example_trains_checkpoints_and_resumes() {
-    let binary =
-        example_binary().with_file_name(format!("pretrain{}", std::env::consts::EXE_SUFFIX));
+    let binary = example_binary("pretrain");
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
     let common = [
@@ -221,8 +203,7 @@ fn pretrain_example_trains_checkpoints_and_resumes() {
     );
 
     // `examples/finetune` with LoRA on the model just written, then resumed.
-    let finetune =
-        example_binary().with_file_name(format!("finetune{}", std::env::consts::EXE_SUFFIX));
+    let finetune = example_binary("finetune");
     let tuned = out.path().join("tuned");
     let model = out.path().join("final");
     let finetune_args = [

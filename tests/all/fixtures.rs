@@ -26,6 +26,24 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// An example's binary, which `cargo test` builds beside the test binary's folder
+/// (tests run from `target/<profile>/deps/`, examples are in `target/<profile>/examples/`).
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the whole suite with `cargo test` so examples are built",
+        path.display()
+    );
+    path
+}
+
 pub fn layout_dir(fixture: &str, layout: &str) -> PathBuf {
     root().join(fixture).join(layout)
 }

@@ -11,7 +11,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::fixtures::{layout_dir, root};
+use crate::fixtures::{example_binary, layout_dir, root};
 
 /// The children's address-space cap. A tiny model loads in a few tens of MB; the loader's old
 /// failure grew past 23 GB.
@@ -25,23 +25,6 @@ struct Outcome {
     stderr: String,
     /// Peak resident set size in bytes.
     max_rss: i64,
-}
-
-fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{} is missing: run the whole suite",
-        path.display()
-    );
-    path
 }
 
 /// Runs an example under the address-space cap; its exit status, stderr and peak RSS.
@@ -123,53 +106,47 @@ struct EntryPoint {
     model: PathBuf,
     /// The weights file the weight cases break.
     weights: PathBuf,
-    /// The decoder layers the weights hold.
-    layers: usize,
 }
+
+/// The decoder layers every entry point's weights hold.
+const LAYERS: usize = 2;
 
 impl EntryPoint {
     fn all() -> Vec<EntryPoint> {
-        let copy = |from: PathBuf| {
+        // A copy of `from`, opened as `--model` (the folder, or `file` in it), with `weights`
+        // the file the weight cases break.
+        let entry = |name, from: PathBuf, file: Option<&str>, weights: &str| {
             let dir = tempfile::tempdir().unwrap();
-            for entry in std::fs::read_dir(from).unwrap() {
-                let path = entry.unwrap().path();
+            for item in std::fs::read_dir(from).unwrap() {
+                let path = item.unwrap().path();
                 std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
             }
-            dir
+            EntryPoint {
+                name,
+                model: file.map_or(dir.path().to_owned(), |f| dir.path().join(f)),
+                weights: dir.path().join(weights),
+                dir,
+            }
         };
-        let folder = copy(layout_dir("tiny_p05", "v3"));
-        let file = copy(layout_dir("tiny_p05", "v3"));
-        let sharded = copy(layout_dir("tiny_p05", "v3_sharded"));
-        let bin = copy(root().join("formats/zip_p2"));
+        let (v3, sharded) = (
+            layout_dir("tiny_p05", "v3"),
+            layout_dir("tiny_p05", "v3_sharded"),
+        );
         vec![
-            EntryPoint {
-                name: "folder",
-                model: folder.path().to_owned(),
-                weights: folder.path().join("model.safetensors"),
-                dir: folder,
-                layers: 2,
-            },
-            EntryPoint {
-                name: "file",
-                model: file.path().join("model.safetensors"),
-                weights: file.path().join("model.safetensors"),
-                dir: file,
-                layers: 2,
-            },
-            EntryPoint {
-                name: "sharded index",
-                model: sharded.path().to_owned(),
-                weights: sharded.path().join("model-00001-of-00002.safetensors"),
-                dir: sharded,
-                layers: 2,
-            },
-            EntryPoint {
-                name: ".bin",
-                model: bin.path().to_owned(),
-                weights: bin.path().join("pytorch_model.bin"),
-                dir: bin,
-                layers: 2,
-            },
+            entry("folder", v3.clone(), None, "model.safetensors"),
+            entry("file", v3, Some("model.safetensors"), "model.safetensors"),
+            entry(
+                "sharded index",
+                sharded,
+                None,
+                "model-00001-of-00002.safetensors",
+            ),
+            entry(
+                ".bin",
+                root().join("formats/zip_p2"),
+                None,
+                "pytorch_model.bin",
+            ),
         ]
     }
 
@@ -179,7 +156,7 @@ impl EntryPoint {
 
     fn logits(&self) -> Outcome {
         run_capped(
-            &example("logits"),
+            &example_binary("logits"),
             &["--model", self.model.to_str().unwrap(), "--ids", "1,2,3"],
         )
     }
@@ -223,7 +200,7 @@ fn absurd_and_malformed_configs_are_refused_by_field_at_every_entry_point() {
                 assert_refused(
                     &outcome,
                     &case,
-                    &[&format!("the weights hold {} decoder layers", entry.layers)],
+                    &[&format!("the weights hold {LAYERS} decoder layers")],
                 );
                 assert!(
                     outcome.max_rss < REFUSAL_RSS_BYTES,
@@ -379,7 +356,7 @@ fn broken_shard_indexes_are_refused_by_file() {
 fn bad_ids_and_generation_options_are_refused_by_name() {
     let model = layout_dir("tiny_p05", "v3");
     let model = model.to_str().unwrap();
-    let logits = example("logits");
+    let logits = example_binary("logits");
     for (ids, name) in [
         ("1,4000", "4000"),
         ("1,-1", "-1"),
@@ -393,7 +370,7 @@ fn bad_ids_and_generation_options_are_refused_by_name() {
             &[name],
         );
     }
-    let generate = example("generate");
+    let generate = example_binary("generate");
     let long: Vec<String> = (0..200).map(|i| (i % 90).to_string()).collect();
     let long = long.join(",");
     for (extra, name) in [
