@@ -6,16 +6,11 @@ use phi_zoo::{Checkpoint, PhiError};
 use safetensors::tensor::{Dtype, TensorView};
 use tempfile::TempDir;
 
-use crate::fixtures::layout_dir;
+use crate::fixtures::{copy_dir, layout_dir};
 
 /// A copy of a fixture folder to break.
 fn copy_of(fixture: &str, layout: &str) -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(layout_dir(fixture, layout)).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
-    dir
+    copy_dir(&layout_dir(fixture, layout))
 }
 
 fn open_err(path: &Path) -> PhiError {

@@ -44,6 +44,16 @@ pub fn example_binary(name: &str) -> PathBuf {
     path
 }
 
+/// A temporary copy of the files of folder `from` (to break, or to write into).
+pub fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
 pub fn layout_dir(fixture: &str, layout: &str) -> PathBuf {
     root().join(fixture).join(layout)
 }

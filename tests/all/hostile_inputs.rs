@@ -11,7 +11,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::fixtures::{example_binary, layout_dir, root};
+use crate::fixtures::{copy_dir, example_binary, layout_dir, root};
 
 /// The children's address-space cap. A tiny model loads in a few tens of MB; the loader's old
 /// failure grew past 23 GB.
@@ -116,11 +116,7 @@ impl EntryPoint {
         // A copy of `from`, opened as `--model` (the folder, or `file` in it), with `weights`
         // the file the weight cases break.
         let entry = |name, from: PathBuf, file: Option<&str>, weights: &str| {
-            let dir = tempfile::tempdir().unwrap();
-            for item in std::fs::read_dir(from).unwrap() {
-                let path = item.unwrap().path();
-                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-            }
+            let dir = copy_dir(&from);
             EntryPoint {
                 name,
                 model: file.map_or(dir.path().to_owned(), |f| dir.path().join(f)),

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::dtype::StoredDType;
 use super::pickle::{self, TensorCall, Value};
@@ -58,19 +59,18 @@ impl PytorchFile {
         let mut file = File::open(path).map_err(|e| PhiError::io(path, e))?;
         let mut head = [0u8; 4];
         let n = file.read(&mut head).map_err(|e| PhiError::io(path, e))?;
-        let (state, storages) = if n == 4 && head == *b"PK\x03\x04" {
+        let (calls, storages) = if n == 4 && head == *b"PK\x03\x04" {
             read_zip(&file).map_err(fail)?
         } else {
             read_legacy(&file).map_err(fail)?
         };
         let mut tensors = BTreeMap::new();
-        collect_tensors(&state, "", 0, &mut |key, call| {
+        for (key, call) in calls {
             let entry = entry(&call, &storages).map_err(|m| {
                 PhiError::weights(path, Some(&key), format!("as a PyTorch file: {m}"))
             })?;
             tensors.insert(key, entry);
-            Ok(())
-        })?;
+        }
         if tensors.is_empty() {
             return Err(fail("holds no tensors (not a state dict?)".into()));
         }
@@ -242,52 +242,50 @@ fn storage_dtype(id: &[Value]) -> std::result::Result<StoredDType, String> {
     }
 }
 
-/// Every storage id the state refers to: key → (persistent id items).
-fn storage_ids(state: &Value) -> Result<HashMap<String, Vec<Value>>> {
-    let mut ids = HashMap::new();
-    collect_tensors(state, "", 0, &mut |_, call| {
-        if let Value::Persistent(id) = &call.storage
-            && let (Some(key), Some(items)) = (storage_key(&call.storage), id.items())
-        {
-            ids.insert(key, items);
+/// A state's tensors, by name; nested dicts (a `{"state_dict": {...}}` wrapper) give dotted names.
+type TensorCalls = Vec<(String, Rc<TensorCall>)>;
+
+/// Every tensor in `value`'s dicts, walked once.
+fn tensor_calls(value: &Value) -> TensorCalls {
+    fn walk(value: &Value, prefix: &str, depth: usize, out: &mut TensorCalls) {
+        let Value::Dict(dict) = value else { return };
+        if depth > 8 {
+            return;
         }
-        Ok(())
-    })?;
-    Ok(ids)
+        for (key, item) in dict.borrow().iter() {
+            let Some(key) = key.as_str() else { continue };
+            let name = if prefix.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match item {
+                Value::Tensor(call) => out.push((name, call.clone())),
+                Value::Dict(_) => walk(item, &name, depth + 1, out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", 0, &mut out);
+    out
 }
 
-/// Walks dicts (nested ones with dotted keys, as a `{"state_dict": {...}}` wrapper) and calls
-/// `each` for every tensor.
-fn collect_tensors(
-    value: &Value,
-    prefix: &str,
-    depth: usize,
-    each: &mut dyn FnMut(String, std::rc::Rc<TensorCall>) -> Result<()>,
-) -> Result<()> {
-    let Value::Dict(dict) = value else {
-        return Ok(());
-    };
-    if depth > 8 {
-        return Ok(());
-    }
-    for (key, item) in dict.borrow().iter() {
-        let Some(key) = key.as_str() else { continue };
-        let name = if prefix.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match item {
-            Value::Tensor(call) => each(name, call.clone())?,
-            Value::Dict(_) => collect_tensors(item, &name, depth + 1, each)?,
-            _ => {}
-        }
-    }
-    Ok(())
+/// Every storage the tensors refer to: key → its persistent id's items.
+fn storage_ids(calls: &TensorCalls) -> HashMap<String, Vec<Value>> {
+    calls
+        .iter()
+        .filter_map(|(_, call)| {
+            let Value::Persistent(id) = &call.storage else {
+                return None;
+            };
+            Some((storage_key(&call.storage)?, id.items()?))
+        })
+        .collect()
 }
 
 /// The zip form: the state dict and each storage's bytes (archive entries stored uncompressed).
-fn read_zip(file: &File) -> std::result::Result<(Value, HashMap<String, Storage>), String> {
+fn read_zip(file: &File) -> std::result::Result<(TensorCalls, HashMap<String, Storage>), String> {
     let mut archive =
         zip::ZipArchive::new(file).map_err(|e| format!("not a readable zip archive: {e}"))?;
     let mut pickle_entry = None;
@@ -323,8 +321,9 @@ fn read_zip(file: &File) -> std::result::Result<(Value, HashMap<String, Storage>
         .map_err(|e| format!("data.pkl: {e}"))?;
     drop(entry);
     let (state, _) = pickle::read(&data, 0).map_err(|e| format!("data.pkl: {e}"))?;
+    let calls = tensor_calls(&state);
     let mut storages = HashMap::new();
-    for (key, id) in storage_ids(&state).map_err(|e| e.to_string())? {
+    for (key, id) in storage_ids(&calls) {
         let name = format!("{prefix}data/{key}");
         let (bytes, stored) = entries
             .get(&name)
@@ -343,11 +342,13 @@ fn read_zip(file: &File) -> std::result::Result<(Value, HashMap<String, Storage>
             },
         );
     }
-    Ok((state, storages))
+    Ok((calls, storages))
 }
 
 /// The legacy form: a stream of pickles, then the storages in the order of the keys pickle.
-fn read_legacy(file: &File) -> std::result::Result<(Value, HashMap<String, Storage>), String> {
+fn read_legacy(
+    file: &File,
+) -> std::result::Result<(TensorCalls, HashMap<String, Storage>), String> {
     let length = file.metadata().map_err(|e| e.to_string())?.len();
     // The pickles come first and are small: read a window of the file's start, widening it
     // while they run past it.
@@ -371,7 +372,8 @@ fn read_legacy(file: &File) -> std::result::Result<(Value, HashMap<String, Stora
         .map(|k| k.as_str().map(str::to_owned))
         .collect::<Option<_>>()
         .ok_or("a storage key is not a string")?;
-    let ids = storage_ids(&state).map_err(|e| e.to_string())?;
+    let calls = tensor_calls(&state);
+    let ids = storage_ids(&calls);
     let mut storages = HashMap::new();
     let mut position = at as u64;
     for key in keys {
@@ -407,7 +409,7 @@ fn read_legacy(file: &File) -> std::result::Result<(Value, HashMap<String, Stora
         );
         position = end;
     }
-    Ok((state, storages))
+    Ok((calls, storages))
 }
 
 /// The legacy stream's five pickles: the state dict, the storage keys, and where they end.

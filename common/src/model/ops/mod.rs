@@ -7,8 +7,6 @@
 pub(super) mod cpu;
 pub(super) mod tensor;
 
-use std::any::TypeId;
-
 use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -19,11 +17,11 @@ use super::rotary::{PartialRotary, RotaryAngles};
 pub(crate) fn is_cpu<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     {
+        use std::any::TypeId;
         TypeId::of::<B::Device>() == TypeId::of::<burn::backend::flex::FlexDevice>()
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = TypeId::of::<B::Device>;
         false
     }
 }
