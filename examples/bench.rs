@@ -14,18 +14,20 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+mod cli;
+
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use clap::Parser;
-use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
-use phi_zoo::{Checkpoint, Phi, named_config};
+use phi_zoo::backend::BackendJob;
+use phi_zoo::{Phi, Variant};
 
 #[derive(Parser)]
 #[command(about = "Benchmark Phi prefill and decode")]
 struct Args {
     /// A named shape with random weights: phi-1, phi-1-small, phi-1.5, phi-2, tiny.
     #[arg(long, default_value = "phi-1.5", conflicts_with = "model")]
-    config: String,
+    config: Variant,
     /// A checkpoint folder instead of random weights.
     #[arg(long)]
     model: Option<String>,
@@ -33,12 +35,8 @@ struct Args {
     prompt_tokens: usize,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
-    /// flex (cpu), wgpu or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: BackendName,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: FloatType,
+    #[command(flatten)]
+    device: cli::DeviceArgs,
     #[arg(long)]
     json: bool,
     /// Decode steps in the untimed warm-up pass. Giving `--new-tokens` warms every decode shape:
@@ -69,12 +67,8 @@ impl BackendJob for Bench<'_> {
         let args = self.args;
         let started = Instant::now();
         let model: Phi<B> = match &args.model {
-            Some(dir) => Checkpoint::open_source(dir, None)?.load(&device)?,
-            None => {
-                let config = named_config(&args.config)
-                    .with_context(|| format!("unknown config {:?}", args.config))?;
-                Phi::new(&config, &device)
-            }
+            Some(dir) => phi_zoo::open_model(dir, None)?.load(&device)?,
+            None => Phi::new(&args.config.config(), &device),
         };
         B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let load_s = started.elapsed().as_secs_f64();
@@ -147,10 +141,9 @@ fn argmax<B: Backend>(logits: Tensor<B, 2>) -> u32 {
     best as u32
 }
 
-/// The process's peak resident memory (VmHWM), where the OS reports it.
 fn main() -> Result<()> {
     let args = Args::parse();
-    let Some(figures) = run_on(args.backend, args.dtype, Bench { args: &args })?? else {
+    let Some(figures) = args.device.run(Bench { args: &args })?? else {
         return Ok(());
     };
     let prefill = args.prompt_tokens as f64 / figures.prefill_s;
@@ -168,10 +161,11 @@ fn main() -> Result<()> {
             })
         );
     } else {
-        let model = args.model.as_deref().unwrap_or(&args.config);
+        let config = args.config.to_string();
+        let model = args.model.as_deref().unwrap_or(&config);
         println!(
             "{model} on {:?} {:?}: {} prompt tokens, {} new",
-            args.backend, args.dtype, args.prompt_tokens, args.new_tokens
+            args.device.backend, args.device.dtype, args.prompt_tokens, args.new_tokens
         );
         println!("load     {:8.2} s", figures.load_s);
         println!(

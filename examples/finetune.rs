@@ -2,15 +2,20 @@
 //! is written in Hugging Face format (LoRA adapters merged into the weights).
 //!
 //! With no flags it fine-tunes the model `examples/pretrain` wrote (`runs/pretrain/final`) on the
-//! embedded exercises (prompt: a function's signature and docstring; loss on the body only).
+//! embedded exercises (prompt: a function's signature and docstring; loss on the body only). The
+//! recipe is phi-1's fine-tuning recipe (`recipes/phi-1-finetune.toml`), or for models under 100M
+//! parameters such as the demo's `recipes/tiny-finetune.toml` (ten times the rate); `--recipe`
+//! chooses another.
 //!
 //! ```sh
 //! cargo run --release --example pretrain      # once: the default model
 //! cargo run --release --example finetune                      # full fine-tuning
 //! cargo run --release --example finetune -- --lora-rank 8     # LoRA on q, k, v, dense, fc1, fc2
-//! cargo run --release --features hub --example finetune -- --model microsoft/phi-1_5 \
+//! cargo run --release --features hub --example finetune -- --model phi-1.5 \
 //!     --data my_pairs.jsonl --lora-rank 16 --backend cuda --dtype bf16
 //! ```
+
+mod cli;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,29 +23,24 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::backend::Autodiff;
-use burn::module::Module;
-use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use clap::Parser;
-use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
-use phi_zoo::common::train::{LoraTrainee, Schedule, StepSettings, Trainee};
+use phi_zoo::backend::BackendJob;
+use phi_zoo::common::train::{LoraTrainee, Trainee};
 use phi_zoo::datasets::corpora::EXERCISES_JSONL;
-use phi_zoo::datasets::{FinetuneFormat, FinetuneSet, SampleStream};
-use phi_zoo::training::{
-    RunData, RunPlan, Trained, Validated, logged_metric, resume_epoch, run_with,
-};
-use phi_zoo::{
-    Checkpoint, GenerationConfig, LoraConfig, LoraTarget, Phi, PhiTokenizer, StoredDType,
-};
+use phi_zoo::datasets::{FinetuneFormat, FinetuneSet};
+use phi_zoo::training::{RunData, logged_means, mean_loss, run_with};
+use phi_zoo::{Checkpoint, GenerationConfig, LoraConfig, LoraTarget, NamedRecipe, PhiTokenizer};
 
 #[derive(Parser, Clone)]
-#[command(about = "Fine-tune a Phi (full or LoRA) and export it in Hugging Face format")]
+#[command(
+    about = "Fine-tune a Phi (full or LoRA) and export it in Hugging Face format",
+    mut_arg("model", |a| a.default_value("runs/pretrain/final").required(false)),
+    mut_arg("steps", |a| a.default_value("40").required(false)),
+    mut_arg("batch", |a| a.default_value("8").required(false)),
+    mut_arg("out", |a| a.default_value("runs/finetune").required(false)),
+)]
 struct Args {
-    /// Model folder or hub id (hub ids need `--features hub`).
-    #[arg(long, default_value = "runs/pretrain/final")]
-    model: String,
-    #[arg(long)]
-    revision: Option<String>,
     /// Training data (default: the embedded exercises, prompt-completion).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -58,21 +58,6 @@ struct Args {
     /// Projections LoRA adapts: any of q, k, v, dense, fc1, fc2 (comma-separated), or all.
     #[arg(long, default_value = "q,k,v,dense,fc1,fc2")]
     targets: String,
-    /// Optimizer steps in all.
-    #[arg(long, default_value_t = 40)]
-    steps: usize,
-    #[arg(long, default_value_t = 20)]
-    checkpoint_every: usize,
-    /// Peak learning rate (default: phi-1's fine-tuning recipe, 1e-4, for full fine-tuning, 10×
-    /// that for LoRA; 10× both for models under 100M parameters, such as `tiny`, since the
-    /// recipe's rate is for billion-parameter models).
-    #[arg(long)]
-    lr: Option<f64>,
-    /// Examples per micro-batch (padded to the longest).
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
     /// Tokens per example at most (completions beyond are cut; documents are split).
     #[arg(long, default_value_t = 256)]
     max_len: usize,
@@ -83,17 +68,12 @@ struct Args {
     /// Fraction of the examples held out for validation.
     #[arg(long, default_value_t = 0.1)]
     held_out: f64,
-    /// Continue from the newest checkpoint in `--out`.
-    #[arg(long)]
-    resume: bool,
-    #[arg(long, default_value = "runs/finetune")]
-    out: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, default_value = "flex")]
-    backend: BackendName,
-    #[arg(long, default_value = "f32")]
-    dtype: FloatType,
+    #[command(flatten)]
+    model: cli::ModelArgs,
+    #[command(flatten)]
+    run: cli::RunArgs,
+    #[command(flatten)]
+    device: cli::DeviceArgs,
 }
 
 struct Finetune {
@@ -109,87 +89,59 @@ impl BackendJob for Finetune {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let Finetune {
             args,
-            checkpoint,
+            mut checkpoint,
             tokenizer,
             lora,
         } = self;
-        let resume_epoch = resume_epoch(&args.out, args.resume);
+        let run_args = &args.run;
         let data_path = match &args.data {
             Some(path) => path.clone(),
-            None => {
-                let path = args.out.join("data/exercises.jsonl");
-                std::fs::create_dir_all(args.out.join("data"))?;
-                std::fs::write(&path, EXERCISES_JSONL)?;
-                path
-            }
+            None => write_exercises(&run_args.out)?,
         };
-        let (set, report) =
-            FinetuneSet::read(&data_path, args.format, &tokenizer, args.max_len, args.seed)?;
+        let (set, report) = FinetuneSet::read(
+            &data_path,
+            args.format,
+            &tokenizer,
+            args.max_len,
+            run_args.seed,
+        )?;
         let (train, valid) = set.split_held_out(args.held_out)?;
         // Held-out examples stay whole (for the sample's prompt); training reads them packed.
         let train = if args.pack { train.packed()? } else { train };
-        let recipe = phi_zoo::phi1::finetune_recipe();
-        let small = checkpoint.config().num_parameters() < 100_000_000;
-        let peak = args.lr.unwrap_or(
-            recipe.schedule.peak
-                * if lora.is_some() { 10.0 } else { 1.0 }
-                * if small { 10.0 } else { 1.0 },
-        );
-        let schedule = Schedule {
-            peak,
-            warmup_steps: recipe.schedule.warmup_steps.min(args.steps / 10),
-            total_steps: args.steps,
-            ..recipe.schedule
+        let recipe = run_args.recipe(NamedRecipe::finetune_for(checkpoint.config()))?;
+        let recipe = if lora.is_some() {
+            recipe.for_lora()
+        } else {
+            recipe
         };
-        let settings = StepSettings {
-            grad_clip_norm: recipe.grad_clip_norm,
-            weight_decay: recipe.optimizer.weight_decay,
-            ..Default::default()
-        };
+        let accum = run_args.grad_accum(&recipe, args.max_len, 1);
+        let plan = run_args.plan(accum, valid.len().div_ceil(run_args.batch).min(8));
         eprintln!(
-            "{} from {} ({:.1}M parameters): {} training rows / {} held-out examples from {} \
-             ({} completions cut, {} documents split), {} steps of {} × {}, peak lr {peak:e}",
+            "{} from {} ({:.1}M parameters), recipe {}: {} training rows / {} held-out examples \
+             from {} ({} completions cut, {} documents split), {} steps of {} × {accum}, peak lr {:e}",
             match &lora {
-                Some(l) => format!(
-                    "LoRA rank {} alpha {} on {}",
-                    l.rank,
-                    l.alpha,
-                    l.targets
-                        .iter()
-                        .map(|t| t.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
+                Some(l) => format!("LoRA rank {} alpha {} on {:?}", l.rank, l.alpha, l.targets),
                 None => "full fine-tuning".into(),
             },
-            args.model,
+            args.model.model,
             checkpoint.config().num_parameters() as f64 / 1e6,
+            recipe.name,
             train.len(),
             valid.len(),
             data_path.display(),
             report.truncated,
             report.split_documents,
-            args.steps,
-            args.batch,
-            args.grad_accum,
+            run_args.steps,
+            run_args.batch,
+            recipe.schedule.peak,
         );
 
-        let base = checkpoint.load::<B>(&device)?;
-        let loss_before = mean_loss(&base, &valid, &device);
-        B::seed(&device, args.seed);
+        let loss_before = mean_loss(&checkpoint.load::<B>(&device)?, &valid, &device);
+        let d = recipe.dropout;
+        checkpoint.set_dropout(d.attention, d.resid, d.embd);
+        B::seed(&device, run_args.seed);
         let phi = checkpoint.load::<Autodiff<B>>(&device)?;
-        let plan = RunPlan {
-            dir: args.out.clone(),
-            batch: args.batch,
-            grad_accum: args.grad_accum,
-            steps_per_epoch: args.checkpoint_every,
-            epochs: args.steps / args.checkpoint_every,
-            keep: 2,
-            valid_batches: valid.len().div_ceil(args.batch).min(8),
-            resume_epoch,
-            peak_flops: None,
-        };
-        let data = RunData::<Autodiff<B>>::streams(
+        let data = RunData::streams(
             Arc::new(train),
             Arc::new(valid.clone()),
             args.max_len,
@@ -197,32 +149,32 @@ impl BackendJob for Finetune {
             1,
             &device,
         );
+        let scheduler = recipe.scheduler(accum);
         let started = Instant::now();
         let (tuned, trainable) = match &lora {
             Some(lora) => {
-                let trainee = LoraTrainee::new(phi, lora, settings);
+                let trainee = LoraTrainee::new(phi, lora, recipe.step_settings());
                 let trainable = trainee.adapters.num_params();
-                let trained = train_on(trainee, &schedule, args.grad_accum, data, &plan);
+                let trained = run_with(trainee, recipe.optimizer(), scheduler, data, &plan, &[]);
                 (trained.merged(), trainable)
             }
             None => {
-                let trainee = Trainee::new(phi, settings);
+                let trainee = Trainee::new(phi, recipe.step_settings());
                 let trainable = trainee.num_params();
-                let trained = train_on(trainee, &schedule, args.grad_accum, data, &plan);
+                let trained = run_with(trainee, recipe.optimizer(), scheduler, data, &plan, &[]);
                 (trained.phi, trainable)
             }
         };
         let seconds = started.elapsed().as_secs_f64();
         let loss_after = mean_loss(&tuned, &valid, &device);
 
-        let final_dir = args.out.join("final");
-        phi_zoo::save_hf(&tuned, &final_dir, StoredDType::F32)?;
-        std::fs::write(final_dir.join("tokenizer.json"), tokenizer.to_json()?)?;
-        let rates = logged_means(&args.out, "Tokens_per_second");
+        let final_dir = run_args.out.join("final");
+        phi_zoo::training::export_model(&tuned, &tokenizer, &final_dir)?;
+        let rates = logged_means(&run_args.out, "Tokens_per_second");
         println!(
             "trained {} steps in {seconds:.1} s; {trainable} trainable parameters; \
              {:.0} counted tokens/s; peak RSS {:.0} MB",
-            args.steps - resume_epoch.unwrap_or(0) * args.checkpoint_every,
+            run_args.steps - plan.resume_epoch.unwrap_or(0) * run_args.checkpoint_every,
             rates.iter().sum::<f64>() / rates.len().max(1) as f64,
             phi_zoo::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
         );
@@ -261,79 +213,32 @@ impl BackendJob for Finetune {
     }
 }
 
-/// Runs the learner with AdamW (decay applied by the step, to weight matrices only).
-fn train_on<B, M>(
-    trainee: M,
-    schedule: &Schedule,
-    grad_accum: usize,
-    data: RunData<B>,
-    plan: &RunPlan,
-) -> M::InnerModule
-where
-    B: burn::tensor::backend::AutodiffBackend,
-    M: Trained<B>,
-    M::InnerModule: Validated<B::InnerBackend>,
-{
-    let scheduler = schedule.scheduler(grad_accum);
-    let optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, M>();
-    run_with(trainee, optim, scheduler, data, plan, &[])
-}
-
-/// Token-weighted mean loss of `phi` over every example of `set`.
-fn mean_loss<B: Backend>(phi: &Phi<B>, set: &FinetuneSet, device: &B::Device) -> f64 {
-    let (mut total, mut tokens) = (0.0, 0usize);
-    let n = set.len() as u64;
-    for start in (0..n).step_by(8) {
-        let batch = set.batch::<B>(start..(start + 8).min(n), device);
-        let out = phi.lm_step(batch);
-        total += out.loss.into_scalar().elem::<f64>() * out.tokens as f64;
-        tokens += out.tokens;
-    }
-    total / tokens.max(1) as f64
-}
-
-/// The mean of a metric over each epoch's training log.
-fn logged_means(dir: &Path, metric: &str) -> Vec<f64> {
-    (1..)
-        .map_while(|epoch| logged_metric(dir, "train", epoch, metric))
-        .filter(|values| !values.is_empty())
-        .map(|values| values.iter().sum::<f64>() / values.len() as f64)
-        .collect()
+/// The embedded exercises as a file in `out/data` (the default training data).
+fn write_exercises(out: &Path) -> Result<PathBuf> {
+    let path = out.join("data/exercises.jsonl");
+    std::fs::create_dir_all(out.join("data"))?;
+    std::fs::write(&path, EXERCISES_JSONL)?;
+    Ok(path)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.steps == 0 || args.checkpoint_every == 0 || args.batch == 0 || args.grad_accum == 0 {
-        bail!("--steps, --checkpoint-every, --batch and --grad-accum must be at least 1");
-    }
-    if args.steps % args.checkpoint_every != 0 {
-        bail!("--steps must be a multiple of --checkpoint-every (checkpoints close epochs)");
-    }
-    if args.model == "runs/pretrain/final" && !Path::new(&args.model).exists() {
+    args.run.check()?;
+    if args.model.model == "runs/pretrain/final" && !Path::new(&args.model.model).exists() {
         bail!(
             "no model at runs/pretrain/final: run `cargo run --release --example pretrain` first, \
              or give --model"
         );
     }
-    let checkpoint = Checkpoint::open_source(&args.model, args.revision.as_deref())?;
-    if args.max_len > checkpoint.config().max_position_embeddings {
+    let checkpoint = args.model.open()?;
+    let context = checkpoint.config().max_position_embeddings;
+    if args.max_len > context {
         bail!(
-            "--max-len {} exceeds the model's context of {}",
-            args.max_len,
-            checkpoint.config().max_position_embeddings
+            "--max-len {} exceeds the model's context of {context}",
+            args.max_len
         );
     }
-    let tokenizer = match PhiTokenizer::from_model_dir(checkpoint.dir())? {
-        Some(tokenizer) => tokenizer,
-        None if checkpoint.config().vocab_size >= PhiTokenizer::bundled_len() => {
-            PhiTokenizer::bundled()
-        }
-        None => bail!(
-            "{} has no tokenizer.json and a vocabulary of {}: not Phi's",
-            args.model,
-            checkpoint.config().vocab_size
-        ),
-    };
+    let tokenizer = args.model.text_tokenizer(&checkpoint)?;
     let lora = match args.lora_rank {
         Some(0) => bail!("--lora-rank must be at least 1"),
         Some(rank) => Some(LoraConfig {
@@ -344,15 +249,11 @@ fn main() -> Result<()> {
         }),
         None => None,
     };
-    let (backend, dtype) = (args.backend, args.dtype);
-    run_on(
-        backend,
-        dtype,
-        Finetune {
-            args,
-            checkpoint,
-            tokenizer,
-            lora,
-        },
-    )?
+    let device = args.device;
+    device.run(Finetune {
+        args,
+        checkpoint,
+        tokenizer,
+        lora,
+    })?
 }

@@ -12,23 +12,18 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+
+mod cli;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::Backend;
 use clap::Parser;
-use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
+use phi_zoo::backend::BackendJob;
 use phi_zoo::{Checkpoint, GenerationConfig, PhiTokenizer, Sampling, generate, generate_text};
 
 #[derive(Parser)]
 #[command(about = "Generate with a Phi model")]
 struct Args {
-    /// Model folder (config.json + weights), or a hub id (with `--features hub`).
-    #[arg(long)]
-    model: String,
-    /// Hub revision when --model is a hub id.
-    #[arg(long)]
-    revision: Option<String>,
     /// The prompt text.
     #[arg(
         long,
@@ -39,9 +34,6 @@ struct Args {
     /// The prompt as token ids, "1,2,3" (for models without a tokenizer).
     #[arg(long)]
     prompt_ids: Option<String>,
-    /// A tokenizer.json to use instead of the model's.
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
     /// Always take the most likely token.
     #[arg(long)]
     greedy: bool,
@@ -62,15 +54,13 @@ struct Args {
     stop: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// flex (cpu), wgpu or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: BackendName,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: FloatType,
     /// Print one JSON object {"ids", "text"} and nothing else.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    model: cli::ModelArgs,
+    #[command(flatten)]
+    device: cli::DeviceArgs,
 }
 
 struct Generate<'a> {
@@ -139,18 +129,8 @@ impl BackendJob for Generate<'_> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let checkpoint = Checkpoint::open_source(&args.model, args.revision.as_deref())?;
-    let tokenizer = match &args.tokenizer {
-        Some(path) => Some(PhiTokenizer::from_file(path)?),
-        None => match PhiTokenizer::from_model_dir(checkpoint.dir())? {
-            Some(t) => Some(t),
-            // Every Phi uses the CodeGen vocabulary; a smaller one is some other (test) model.
-            None if checkpoint.config().vocab_size >= PhiTokenizer::bundled_len() => {
-                Some(PhiTokenizer::bundled())
-            }
-            None => None,
-        },
-    };
+    let checkpoint = args.model.open()?;
+    let tokenizer = args.model.tokenizer(&checkpoint)?;
     let prompt: Vec<u32> = match (&args.prompt, &args.prompt_ids) {
         (_, Some(ids)) => ids
             .split(',')
@@ -172,7 +152,7 @@ fn main() -> Result<()> {
         tokenizer: tokenizer.as_ref(),
         prompt: &prompt,
     };
-    let output = run_on(args.backend, args.dtype, job)??;
+    let output = args.device.run(job)??;
     if args.json {
         println!("{output}");
     } else {

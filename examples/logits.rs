@@ -12,30 +12,24 @@
 
 use std::io::Write;
 
+mod cli;
+
 use anyhow::{Context, Result};
 use burn::prelude::Backend;
 use clap::Parser;
 use phi_zoo::Checkpoint;
-use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
+use phi_zoo::backend::BackendJob;
 
 #[derive(Parser)]
 #[command(about = "Print a Phi model's logits for given token ids as JSON")]
 struct Args {
-    /// Model folder (config.json + weights), a weights file, or a hub id (with `hub`).
-    #[arg(long)]
-    model: String,
-    /// Hub revision (branch, tag or commit) when --model is a hub id.
-    #[arg(long)]
-    revision: Option<String>,
     /// Token ids: commas within a row, `;` between rows, e.g. "1,2,3;4,5,6".
     #[arg(long)]
     ids: String,
-    /// flex (cpu), wgpu or cuda.
-    #[arg(long, default_value = "flex")]
-    backend: BackendName,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: FloatType,
+    #[command(flatten)]
+    model: cli::ModelArgs,
+    #[command(flatten)]
+    device: cli::DeviceArgs,
 }
 
 fn parse_ids(text: &str) -> Result<Vec<Vec<u32>>> {
@@ -76,23 +70,19 @@ impl BackendJob for Logits<'_> {
 fn main() -> Result<()> {
     let args = Args::parse();
     let rows = parse_ids(&args.ids)?;
-    let checkpoint = Checkpoint::open_source(&args.model, args.revision.as_deref())?;
+    let checkpoint = args.model.open()?;
     eprintln!(
         "loaded {} ({} layout, {} files) on {:?} in {:?}",
-        args.model,
+        args.model.model,
         checkpoint.layout().name(),
         checkpoint.files().len(),
-        args.backend,
-        args.dtype
+        args.device.backend,
+        args.device.dtype
     );
-    let logits = run_on(
-        args.backend,
-        args.dtype,
-        Logits {
-            checkpoint: &checkpoint,
-            rows: &rows,
-        },
-    )??;
+    let logits = args.device.run(Logits {
+        checkpoint: &checkpoint,
+        rows: &rows,
+    })??;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer(&mut out, &serde_json::json!({ "logits": logits }))?;
     writeln!(out)?;

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use clap::Parser;
 use phi_zoo::backend::Cpu;
-use phi_zoo::{Phi, named_config};
+use phi_zoo::{Phi, Variant};
 use phi_zoo_common::model::profile::{
     BlockStages, attention_kernel, attention_tensor, gelu_kernel, gelu_tensor,
 };
@@ -22,7 +22,7 @@ use phi_zoo_common::model::profile::{
 struct Args {
     /// A named shape: phi-1, phi-1-small, phi-1.5, phi-2, tiny.
     #[arg(long, default_value = "phi-1.5")]
-    config: String,
+    config: Variant,
     /// Prompt length.
     #[arg(long, default_value_t = 512)]
     tokens: usize,
@@ -43,10 +43,7 @@ fn ms<const D: usize>(reps: usize, mut f: impl FnMut() -> Tensor<Cpu, D>) -> f64
 fn main() {
     let args = Args::parse();
     let device = Default::default();
-    let Some(mut config) = named_config(&args.config) else {
-        eprintln!("unknown config {:?}", args.config);
-        std::process::exit(2);
-    };
+    let mut config = args.config.config();
     config.num_hidden_layers = 1;
     let phi = Phi::<Cpu>::new(&config, &device);
     let layer = &phi.model.layers[0];

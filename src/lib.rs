@@ -9,7 +9,8 @@
 //! # Ok::<(), phi_zoo::PhiError>(())
 //! ```
 //!
-//! Backends are chosen by feature: `flex` (CPU, default), `wgpu`, `cuda`. `hub` adds hub ids.
+//! Backends are chosen by feature: `flex` (CPU, default), `wgpu`, `cuda`. `hub` adds hub ids;
+//! `train` (default) adds training: burn-train's learner, recipes, checkpoints.
 
 pub use phi_zoo_common as common;
 pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
@@ -30,16 +31,30 @@ pub use phi_zoo_common::checkpoint::{HubOptions, resolve_hub};
 
 pub mod backend;
 pub mod memory;
+#[cfg(feature = "train")]
+pub mod recipes;
+#[cfg(feature = "train")]
 pub mod training;
+mod variant;
 
-/// Named configs by the names people use for them.
-pub fn named_config(name: &str) -> Option<PhiConfig> {
-    match name {
-        "phi-1" | "phi1" => Some(phi1::phi_1()),
-        "phi-1-small" | "phi1-small" => Some(phi1::phi_1_small()),
-        "phi-1.5" | "phi-1_5" | "phi1_5" => Some(phi1_5::phi_1_5()),
-        "phi-2" | "phi2" => Some(phi2::phi_2()),
-        "tiny" => Some(phi1_5::tiny()),
+#[cfg(feature = "train")]
+pub use phi_zoo_common::train::Recipe;
+#[cfg(feature = "train")]
+pub use recipes::{NamedRecipe, recipe};
+pub use variant::Variant;
+
+/// Opens a model by what a user types: a folder or weights file if one exists at that path, else a
+/// variant's name with a published checkpoint (`phi-1`, `phi-1.5`, `phi-2`: its hub id), else a hub
+/// id (`microsoft/phi-2`, at `revision`). Hub ids need the `hub` feature.
+pub fn open_model(source: &str, revision: Option<&str>) -> Result<Checkpoint> {
+    let hub_id = match source.parse::<Variant>() {
+        Ok(variant) if !std::path::Path::new(source).exists() => variant.hub_id(),
         _ => None,
-    }
+    };
+    Checkpoint::open_source(hub_id.unwrap_or(source), revision)
+}
+
+/// The config of a named shape ([`Variant`]'s names: `phi-1`, `phi-1.5`, `tiny`, …).
+pub fn named_config(name: &str) -> Option<PhiConfig> {
+    name.parse::<Variant>().ok().map(Variant::config)
 }

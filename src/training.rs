@@ -6,12 +6,16 @@
 //! `Perplexity`, `Learning_Rate`, `Tokens_per_second` and, given the hardware's peak, `MFU`.
 
 mod checkpoint_files;
-mod epoch_line;
 mod epoch_logger;
+mod mixtures;
+mod progress;
+mod report;
 
 pub use checkpoint_files::{AtomicRecorder, DeferredDeletes, newest_checkpoint};
-pub use epoch_line::EpochLineRenderer;
 pub use epoch_logger::EpochLogger;
+pub use mixtures::{DataSource, HELD_OUT_DOCUMENTS, RunMixtures, recipe_mixtures};
+pub use progress::RunProgress;
+pub use report::RunReport;
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -30,8 +34,12 @@ use burn::train::metric::store::{Aggregate, Direction, Split};
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use burn::train::{InferenceStep, TrainStep};
-use phi_zoo_common::train::{LmBatch, LmStepOutput, LmTrainee, PerplexityOfLoss, TokenRate};
-use phi_zoo_datasets::{Mixture, SampleStream, StreamLoader};
+use phi_zoo_common::checkpoint::{StoredDType, save_hf};
+use phi_zoo_common::train::{
+    LmBatch, LmStepOutput, LmTrainee, PerplexityOfLoss, TokenRate, known_peak_bf16_flops,
+};
+use phi_zoo_common::{Phi, PhiError, PhiTokenizer};
+use phi_zoo_datasets::{FinetuneSet, Mixture, SampleStream, StreamLoader};
 
 /// How a run walks its data and when it checkpoints.
 #[derive(Debug, Clone)]
@@ -189,6 +197,7 @@ where
         some => some.to_vec(),
     };
     let device = devices[0].clone();
+    let device_count = devices.len();
     // The learner sums the gradients of all micro-batches of a step, on all devices.
     trainee.settings_mut().grad_scale = 1.0 / (plan.grad_accum * devices.len()) as f64;
     let flops_per_token = trainee
@@ -231,7 +240,11 @@ where
         .with_training_strategy(execution.into())
         .num_epochs(plan.epochs)
         .with_metric_logger(EpochLogger::new(&plan.dir, first_epoch as usize + 1))
-        .renderer(EpochLineRenderer::default())
+        .renderer(RunProgress::new(
+            plan.epochs,
+            plan.steps_per_epoch,
+            plan.batch * plan.grad_accum * device_count,
+        ))
         .with_application_logger(None);
     if let Some(peak) = plan.peak_flops {
         training = training
@@ -280,4 +293,55 @@ pub fn logged_metric(dir: &Path, split: &str, epoch: usize, metric: &str) -> Opt
             .filter_map(|l| l.split(',').next()?.trim().parse().ok())
             .collect(),
     )
+}
+
+/// Peak bf16 FLOP/s of GPU 0 as `nvidia-smi` names it, from the table of known devices; `None`
+/// (with a notice when a GPU was found) otherwise.
+pub fn detected_peak_flops() -> Option<f64> {
+    let output = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "--id=0"])
+        .output()
+        .ok()?;
+    let name = String::from_utf8_lossy(&output.stdout);
+    let peak = known_peak_bf16_flops(name.trim());
+    if peak.is_none() {
+        eprintln!("no peak FLOP/s known for {name:?}: pass the peak for MFU");
+    }
+    peak
+}
+
+/// Writes a trained model in Hugging Face format (f32 safetensors, config.json) with its
+/// tokenizer.json into `dir`, which transformers and phi-zoo then load as any checkpoint.
+pub fn export_model<B: Backend>(
+    phi: &Phi<B>,
+    tokenizer: &PhiTokenizer,
+    dir: &Path,
+) -> phi_zoo_common::Result<()> {
+    save_hf(phi, dir, StoredDType::F32)?;
+    let json = tokenizer.to_json()?;
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, json).map_err(|source| PhiError::Io { path, source })
+}
+
+/// Token-weighted mean loss of `phi` over every example of `set` (completion tokens only for
+/// prompt-completion data), in batches of eight.
+pub fn mean_loss<B: Backend>(phi: &Phi<B>, set: &FinetuneSet, device: &B::Device) -> f64 {
+    let (mut total, mut tokens) = (0.0, 0usize);
+    let n = set.len() as u64;
+    for start in (0..n).step_by(8) {
+        let batch = set.batch::<B>(start..(start + 8).min(n), device);
+        let out = phi.lm_step(batch);
+        total += out.loss.into_scalar().elem::<f64>() * out.tokens as f64;
+        tokens += out.tokens;
+    }
+    total / tokens.max(1) as f64
+}
+
+/// The mean of a metric over each epoch's training log, epoch by epoch from the first.
+pub fn logged_means(dir: &Path, metric: &str) -> Vec<f64> {
+    (1..)
+        .map_while(|epoch| logged_metric(dir, "train", epoch, metric))
+        .filter(|values| !values.is_empty())
+        .map(|values| values.iter().sum::<f64>() / values.len() as f64)
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! phi-zoo-common: what every Phi variant shares — the config, the transformer over burn's
 //! `Backend`, and checkpoint loading and export.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -11,8 +12,10 @@ pub mod model;
 pub mod sampling;
 pub mod streaming;
 pub mod tokenizer;
+#[cfg(feature = "train")]
 pub mod train;
 
+pub use batch::LmBatch;
 pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::{ConfigDialect, PhiConfig};
 pub use error::{PhiError, Result, ShapeMismatch};

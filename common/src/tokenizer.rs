@@ -58,6 +58,17 @@ impl PhiTokenizer {
         }
     }
 
+    /// The tokenizer of a model: the `tokenizer.json` in its folder, else the bundled one when the
+    /// model has Phi's vocabulary (every Phi uses CodeGen's), else none (some other, test-sized
+    /// model, which then takes and gives token ids). The one rule every program applies.
+    pub fn for_model(dir: impl AsRef<Path>, vocab_size: usize) -> Result<Option<Self>> {
+        Ok(match Self::from_model_dir(dir)? {
+            Some(tokenizer) => Some(tokenizer),
+            None if vocab_size >= Self::bundled_len() => Some(Self::bundled()),
+            None => None,
+        })
+    }
+
     /// Token ids for `text`; no BOS is prepended (Phi has none).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.inner

@@ -8,7 +8,7 @@ use burn::data::dataset::Dataset;
 use burn::prelude::*;
 
 use crate::mixture::Mixture;
-pub use phi_zoo_common::train::LmBatch;
+pub use phi_zoo_common::LmBatch;
 
 /// One training sample: `seq_len + 1` tokens, and its index in the mixture's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! comes from the web.
 
 use std::path::Path;
+use std::str::FromStr;
 
 use phi_zoo_common::PhiTokenizer;
 
@@ -12,6 +13,22 @@ use crate::error::{DataError, Result};
 use crate::prepare::{PrepareOptions, prepare, tokenizer_sha256};
 use crate::reader::Corpus;
 use crate::store::TokenStore;
+
+impl FromStr for EmbeddedCorpus {
+    type Err = DataError;
+
+    /// A corpus by the mixture slot it fills (`code`, `synthetic`, `web`).
+    fn from_str(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                DataError::Invalid(format!(
+                    "no embedded corpus fills the slot {name:?}: code, synthetic, web"
+                ))
+            })
+    }
+}
 
 /// Prompt-completion pairs in the CodeExercises manner (a function's signature and docstring,
 /// then its tested body), as JSONL: the default fine-tuning set.
@@ -34,10 +51,6 @@ impl EmbeddedCorpus {
             Self::Synthetic => "synthetic",
             Self::Web => "web",
         }
-    }
-
-    pub fn by_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
     /// The corpus as JSONL, documents in the `text` field.

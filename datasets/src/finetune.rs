@@ -6,8 +6,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use burn::prelude::*;
+use phi_zoo_common::LmBatch;
 use phi_zoo_common::PhiTokenizer;
-use phi_zoo_common::train::LmBatch;
 
 use crate::error::{DataError, Result};
 use crate::loader::SampleStream;

@@ -18,7 +18,7 @@ pub use batch::{LmBatch, LmBatcher, MixtureDataset, TokenWindow};
 pub use error::{DataError, Result};
 pub use finetune::{FinetuneExample, FinetuneFormat, FinetuneReport, FinetuneSet};
 pub use loader::{SampleStream, StreamLoader};
-pub use mixture::{Mixture, MixtureSource, SampleLocation, named_mixture};
+pub use mixture::{Mixture, MixtureSource, SampleLocation};
 pub use prepare::{PrepareOptions, PrepareReport, prepare, tokenizer_sha256};
 pub use reader::{Corpus, CorpusFormat, OnMalformed, ReadReport};
 pub use store::{StoreHeader, StoreWriter, TokenStore, TokenWidth};

@@ -16,7 +16,7 @@ use burn::prelude::*;
 
 use crate::batch::{LmBatcher, TokenWindow};
 use crate::mixture::Mixture;
-use phi_zoo_common::train::LmBatch;
+use phi_zoo_common::LmBatch;
 
 /// An endless, deterministic sequence of training samples, batched on request.
 pub trait SampleStream: Send + Sync + 'static {

@@ -20,18 +20,6 @@ use crate::store::TokenStore;
 /// Weights are rounded to integers out of this (after normalising), then reduced.
 const WEIGHT_RESOLUTION: u64 = 10_000;
 
-/// The papers' mixtures by name: (source name, weight).
-pub fn named_mixture(name: &str) -> Option<&'static [(&'static str, f64)]> {
-    match name {
-        // phi-1 trained on its two corpora as they came, about 6B code tokens to under 1B of
-        // synthetic textbooks; the paper gives no weights, so these are the corpora's proportions.
-        "phi-1" => Some(&[("code", 0.86), ("synthetic", 0.14)]),
-        "phi-1.5" | "phi-1_5" => Some(&[("code", 0.2), ("synthetic", 0.8)]),
-        "phi-1.5-web" | "phi-1_5-web" => Some(&[("code", 0.2), ("web", 0.4), ("synthetic", 0.4)]),
-        _ => None,
-    }
-}
-
 /// One source of a mixture.
 #[derive(Debug, Clone)]
 pub struct MixtureSource {

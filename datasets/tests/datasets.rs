@@ -9,7 +9,7 @@ use phi_zoo_common::PhiTokenizer;
 use phi_zoo_datasets::corpora::EmbeddedCorpus;
 use phi_zoo_datasets::{
     Corpus, DataError, LmBatch, LmBatcher, Mixture, MixtureDataset, MixtureSource, OnMalformed,
-    PrepareOptions, ReadReport, StoreWriter, TokenStore, named_mixture, prepare, tokenizer_sha256,
+    PrepareOptions, ReadReport, StoreWriter, TokenStore, prepare, tokenizer_sha256,
 };
 
 type Cpu = burn::backend::Flex;
@@ -65,18 +65,11 @@ fn worst_deviation(m: &Mixture, starts: u64, max_len: u64) -> f64 {
 #[test]
 fn mixture_quotas_are_exact_over_spans() {
     let dir = tempfile::tempdir().unwrap();
-    // The recipes, and two-source mixtures of any weights: within one sample over every span.
+    // The recipes' weights (phi-1.5: 20/80; phi-1.5-web: 20/40/40), and two-source mixtures of
+    // any weights: within one sample over every span.
     for weights in [
-        named_mixture("phi-1.5")
-            .unwrap()
-            .iter()
-            .map(|w| w.1)
-            .collect::<Vec<_>>(),
-        named_mixture("phi-1.5-web")
-            .unwrap()
-            .iter()
-            .map(|w| w.1)
-            .collect(),
+        vec![0.2, 0.8],
+        vec![0.2, 0.4, 0.4],
         vec![0.3, 0.7],
         vec![0.137, 0.863],
         vec![1.0, 1.0, 1.0],
@@ -399,14 +392,16 @@ fn parquet_text_columns_stream_with_nulls_as_malformed_rows() {
 fn embedded_corpora_fill_the_phi_1_5_mixtures() {
     let dir = tempfile::tempdir().unwrap();
     let tokenizer = PhiTokenizer::bundled();
-    for name in ["phi-1.5", "phi-1.5-web"] {
-        let sources: Vec<MixtureSource> = named_mixture(name)
-            .unwrap()
+    // The phi-1.5 and phi-1.5-web recipes' slots and weights.
+    let phi_1_5: &[(&str, f64)] = &[("code", 0.2), ("synthetic", 0.8)];
+    let phi_1_5_web: &[(&str, f64)] = &[("code", 0.2), ("web", 0.4), ("synthetic", 0.4)];
+    for weights in [phi_1_5, phi_1_5_web] {
+        let sources: Vec<MixtureSource> = weights
             .iter()
             .map(|&(slot, weight)| MixtureSource {
                 name: slot.into(),
                 store: Arc::new(
-                    EmbeddedCorpus::by_name(slot)
+                    slot.parse::<EmbeddedCorpus>()
                         .unwrap()
                         .store(dir.path(), &tokenizer)
                         .unwrap(),
@@ -416,7 +411,7 @@ fn embedded_corpora_fill_the_phi_1_5_mixtures() {
             .collect();
         let m = Mixture::new(sources, 128, 0).unwrap();
         for source in m.sources() {
-            let corpus = EmbeddedCorpus::by_name(&source.name).unwrap();
+            let corpus: EmbeddedCorpus = source.name.parse().unwrap();
             assert_eq!(source.store.header().documents, corpus.num_documents());
             assert!(
                 source.store.len() > 100_000,

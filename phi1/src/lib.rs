@@ -2,10 +2,6 @@
 
 pub use phi_zoo_common::PhiConfig;
 
-mod recipe;
-
-pub use recipe::{finetune_recipe, pretrain_recipe};
-
 /// The published Phi-1 checkpoint.
 pub const HUB_ID: &str = "microsoft/phi-1";
 

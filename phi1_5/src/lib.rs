@@ -2,10 +2,6 @@
 
 pub use phi_zoo_common::PhiConfig;
 
-mod recipe;
-
-pub use recipe::{recipe, web_recipe};
-
 /// The published Phi-1.5 checkpoint.
 pub const HUB_ID: &str = "microsoft/phi-1_5";
 
@@ -18,18 +14,6 @@ pub fn phi_1_5() -> PhiConfig {
 /// A tiny Phi-1.5-shaped model (4 layers, hidden 128, 4 heads of 32 with 16 rotary channels, the
 /// full 51200-token vocabulary, 256 positions; about 14M parameters, most in the embedding and
 /// head): the default of `examples/pretrain`, small enough to train on a CPU in minutes.
-pub fn tiny() -> PhiConfig {
-    PhiConfig {
-        hidden_size: 128,
-        intermediate_size: 512,
-        num_hidden_layers: 4,
-        num_attention_heads: 4,
-        num_key_value_heads: 4,
-        max_position_embeddings: 256,
-        ..phi_1_5()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -38,8 +22,5 @@ mod tests {
         config.validate("phi-1.5").unwrap();
         assert_eq!(config.num_parameters(), 1_418_270_720);
         assert_eq!(config.rotary_dim(), 32);
-        let tiny = super::tiny();
-        tiny.validate("tiny").unwrap();
-        assert_eq!(tiny.rotary_dim(), 16);
     }
 }

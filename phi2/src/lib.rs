@@ -2,10 +2,6 @@
 
 pub use phi_zoo_common::PhiConfig;
 
-mod recipe;
-
-pub use recipe::recipe;
-
 /// The published Phi-2 checkpoint (sharded safetensors, float16).
 pub const HUB_ID: &str = "microsoft/phi-2";
 

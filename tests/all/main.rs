@@ -14,6 +14,7 @@ mod hostile_inputs;
 #[cfg(feature = "hub")]
 mod hub;
 mod parity;
+mod recipes;
 mod train;
 #[cfg(feature = "wgpu")]
 mod wgpu;

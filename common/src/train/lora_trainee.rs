@@ -8,10 +8,10 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
+use crate::batch::LmBatch;
 use crate::frozen::Frozen;
 use crate::lora::{LoraConfig, PhiAdapters};
 use crate::model::Phi;
-use crate::train::batch::LmBatch;
 use crate::train::step::LmStepOutput;
 use crate::train::trainee::{LmTrainee, StepSettings, optimizer_step};
 

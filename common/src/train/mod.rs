@@ -1,7 +1,6 @@
 //! Training pieces that belong with the model: the language-model batch, the loss, and burn-train's
 //! `TrainStep` / `InferenceStep` for `Phi`.
 
-pub mod batch;
 pub mod lora_trainee;
 pub mod loss;
 pub mod metrics;
@@ -11,11 +10,11 @@ pub mod schedule;
 pub mod step;
 pub mod trainee;
 
-pub use batch::LmBatch;
+pub use crate::batch::LmBatch;
 pub use lora_trainee::LoraTrainee;
 pub use loss::lm_loss;
 pub use metrics::{PerplexityOfLoss, TokenRate, known_peak_bf16_flops};
-pub use recipe::{OptimizerKind, OptimizerSpec, Recipe};
+pub use recipe::{Dropout, MixtureWeight, OptimizerKind, OptimizerSpec, Recipe};
 pub use schedule::{Decay, PhiLrScheduler, Schedule};
 pub use step::{LmStepFigures, LmStepOutput};
 pub use trainee::{LmTrainee, StepSettings, Trainee, optimizer_step};

@@ -21,6 +21,7 @@ pub enum Decay {
 /// A schedule over optimizer steps: `warmup_steps` of linear rise from 0 to `peak`, then `decay`
 /// until `total_steps`, then flat.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub peak: f64,
     pub warmup_steps: usize,

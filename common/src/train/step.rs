@@ -7,8 +7,8 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 
+use crate::batch::LmBatch;
 use crate::model::{Adapters, Options, Phi};
-use crate::train::batch::LmBatch;
 use crate::train::loss::lm_loss;
 
 /// What a step reports: its loss, how many target tokens it covered, and when it was issued.

@@ -8,8 +8,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
+use crate::batch::LmBatch;
 use crate::model::Phi;
-use crate::train::batch::LmBatch;
 use crate::train::regularize::{clip_grad_global_norm, decay_weight_matrices, scale_grads};
 use crate::train::step::LmStepOutput;
 

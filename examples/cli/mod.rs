@@ -1,0 +1,157 @@
+//! The argument groups the examples share, flattened into each example's `Args`, so a flag means
+//! the same thing (and is spelt the same way) everywhere. Examples that differ only in a default
+//! change it with `#[command(mut_arg(...))]`.
+
+#![allow(dead_code)] // each example uses the groups it needs
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
+use phi_zoo::{Checkpoint, PhiTokenizer};
+
+/// Which model: `--model`, `--revision`, `--tokenizer`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// Model folder (config.json + weights), a published variant (phi-1, phi-1.5, phi-2) or a hub
+    /// id (microsoft/phi-2); the last two need `--features hub`.
+    #[arg(long)]
+    pub model: String,
+    /// Hub revision when --model is a hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// A tokenizer.json to use instead of the model's.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The checkpoint, opened (its weights are read when loaded).
+    pub fn open(&self) -> Result<Checkpoint> {
+        Ok(phi_zoo::open_model(&self.model, self.revision.as_deref())?)
+    }
+
+    /// `--tokenizer`, else the library's rule ([`PhiTokenizer::for_model`]).
+    pub fn tokenizer(&self, checkpoint: &Checkpoint) -> Result<Option<PhiTokenizer>> {
+        Ok(match &self.tokenizer {
+            Some(path) => Some(PhiTokenizer::from_file(path)?),
+            None => PhiTokenizer::for_model(checkpoint.dir(), checkpoint.config().vocab_size)?,
+        })
+    }
+
+    /// As `tokenizer`, for programs that need text.
+    pub fn text_tokenizer(&self, checkpoint: &Checkpoint) -> Result<PhiTokenizer> {
+        self.tokenizer(checkpoint)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no tokenizer.json and a vocabulary of {}, not Phi's: give --tokenizer",
+                self.model,
+                checkpoint.config().vocab_size
+            )
+        })
+    }
+}
+
+/// Where it computes: `--backend`, `--dtype`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct DeviceArgs {
+    /// flex (cpu), wgpu or cuda (the last two when compiled in with `--features`).
+    #[arg(long, default_value = "flex")]
+    pub backend: BackendName,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: FloatType,
+}
+
+impl DeviceArgs {
+    /// Runs `job` on the chosen backend and float type.
+    pub fn run<J: BackendJob>(&self, job: J) -> Result<J::Output> {
+        Ok(run_on(self.backend, self.dtype, job)?)
+    }
+}
+
+/// A training run: its recipe, length, checkpoints and output.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// A recipe by name (phi-1, phi-1-finetune, phi-1.5, phi-1.5-web, phi-2, tiny,
+    /// tiny-finetune) or a recipe file (TOML, as in `recipes/`).
+    #[arg(long)]
+    pub recipe: Option<String>,
+    /// Peak learning rate, instead of the recipe's.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Optimizer steps in all.
+    #[arg(long)]
+    pub steps: usize,
+    /// Optimizer steps between checkpoints (an epoch); `--steps` must be a multiple.
+    #[arg(long, default_value_t = 20)]
+    pub checkpoint_every: usize,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    pub batch: usize,
+    /// Micro-batches per optimizer step (default: what reaches the recipe's global batch).
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Continue from the newest complete checkpoint in `--out` (from step 0 if there is none).
+    #[arg(long)]
+    pub resume: bool,
+    /// Checkpoints, metric logs, the loss curve and the final model go here.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Draw the loss curve with a logarithmic loss axis.
+    #[arg(long)]
+    pub log_scale: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl RunArgs {
+    /// The run's sizes are positive and its epochs whole.
+    pub fn check(&self) -> Result<()> {
+        if self.steps == 0 || self.checkpoint_every == 0 || self.batch == 0 {
+            anyhow::bail!("--steps, --checkpoint-every and --batch must be at least 1");
+        }
+        if self.grad_accum == Some(0) {
+            anyhow::bail!("--grad-accum must be at least 1");
+        }
+        if !self.steps.is_multiple_of(self.checkpoint_every) {
+            anyhow::bail!(
+                "--steps must be a multiple of --checkpoint-every (checkpoints close epochs)"
+            );
+        }
+        Ok(())
+    }
+
+    /// `--recipe` (else `default`), with `--lr`, fitted to `--steps`.
+    pub fn recipe(&self, default: phi_zoo::NamedRecipe) -> Result<phi_zoo::Recipe> {
+        let recipe = match &self.recipe {
+            Some(name_or_path) => phi_zoo::recipe(name_or_path)?,
+            None => default.recipe(),
+        };
+        let recipe = match self.lr {
+            Some(lr) => recipe.with_peak(lr),
+            None => recipe,
+        };
+        Ok(recipe.fitted_to(self.steps))
+    }
+
+    /// `--grad-accum`, else the recipe's global batch over `batch × seq_len × devices`.
+    pub fn grad_accum(&self, recipe: &phi_zoo::Recipe, seq_len: usize, devices: usize) -> usize {
+        self.grad_accum
+            .unwrap_or_else(|| recipe.grad_accum(self.batch, seq_len, devices))
+    }
+
+    /// The run plan: epochs of `--checkpoint-every` steps, the two newest checkpoints kept.
+    pub fn plan(&self, grad_accum: usize, valid_batches: usize) -> phi_zoo::training::RunPlan {
+        phi_zoo::training::RunPlan {
+            dir: self.out.clone(),
+            batch: self.batch,
+            grad_accum,
+            steps_per_epoch: self.checkpoint_every,
+            epochs: self.steps / self.checkpoint_every,
+            keep: 2,
+            valid_batches,
+            resume_epoch: phi_zoo::training::resume_epoch(&self.out, self.resume),
+            peak_flops: None,
+        }
+    }
+}
