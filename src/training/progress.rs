@@ -100,9 +100,13 @@ impl RunProgress {
                 self.valid.add(name, &numeric);
             } else {
                 self.train.add(name, &numeric);
-                if let NumericEntry::Value(value) = numeric {
-                    self.latest.insert(name.clone(), value);
-                }
+                let value = match numeric {
+                    NumericEntry::Value(value) => value,
+                    NumericEntry::Aggregated {
+                        aggregated_value, ..
+                    } => aggregated_value,
+                };
+                self.latest.insert(name.clone(), value);
             }
         }
     }
