@@ -30,7 +30,9 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16>;
 pub enum BackendName {
     /// `flex` or `cpu`.
     Flex,
+    /// wgpu (Vulkan, Metal, DX12).
     Wgpu,
+    /// CUDA.
     Cuda,
 }
 
@@ -49,8 +51,11 @@ impl FromStr for BackendName {
 /// The float type the model computes in (scores, softmax and logits stay f32 regardless).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FloatType {
+    /// 32-bit floats.
     F32,
+    /// 16-bit floats.
     F16,
+    /// bfloat16.
     Bf16,
 }
 
@@ -68,7 +73,9 @@ impl FromStr for FloatType {
 
 /// Work generic over the backend, run by `run_on` on the backend chosen at run time.
 pub trait BackendJob {
+    /// What the job returns.
     type Output;
+    /// Runs the job on backend `B` on `device`.
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
 }
 

@@ -12,6 +12,8 @@
 //! Backends are chosen by feature: `flex` (CPU, default), `wgpu`, `cuda`. `hub` adds hub ids;
 //! `train` (default) adds training: burn-train's learner, recipes, checkpoints.
 
+#![warn(missing_docs)]
+
 pub use phi_zoo_common as common;
 pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
 pub use phi_zoo_common::{

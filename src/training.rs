@@ -44,6 +44,7 @@ use phi_zoo_datasets::{FinetuneSet, Mixture, SampleStream, StreamLoader};
 /// How a run walks its data and when it checkpoints.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
+    /// Checkpoints, metric logs and the curve go here.
     pub dir: PathBuf,
     /// Sequences per micro-batch.
     pub batch: usize,
@@ -51,6 +52,7 @@ pub struct RunPlan {
     pub grad_accum: usize,
     /// Optimizer steps per epoch: the checkpoint interval.
     pub steps_per_epoch: usize,
+    /// Epochs in the run (the run has `epochs × steps_per_epoch` optimizer steps).
     pub epochs: usize,
     /// The newest checkpoints kept (the one with the best validation loss is kept as well).
     pub keep: usize,
@@ -64,7 +66,9 @@ pub struct RunPlan {
 
 /// The batches a run trains and validates on, already cut into epochs.
 pub struct RunData<B: AutodiffBackend> {
+    /// Training batches, cut into epochs.
     pub train: Arc<dyn DataLoader<B, LmBatch<B>>>,
+    /// Validation batches, the same at every validation.
     pub valid: Arc<dyn DataLoader<B::InnerBackend, LmBatch<B::InnerBackend>>>,
     /// Positions per sequence (for the FLOPs of a token).
     pub seq_len: usize,

@@ -7,7 +7,10 @@ use burn::prelude::*;
 /// without it every position counts.
 #[derive(Debug, Clone)]
 pub struct LmBatch<B: Backend> {
+    /// Input token ids, `[batch, seq]`.
     pub inputs: Tensor<B, 2, Int>,
+    /// The next token at each position, `[batch, seq]`.
     pub targets: Tensor<B, 2, Int>,
+    /// Which targets count in the loss; `None`: all of them.
     pub loss_mask: Option<Tensor<B, 2, Bool>>,
 }

@@ -35,24 +35,35 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub struct PhiConfig {
     /// Embedding rows and logits width (51200 for the published models: the tokenizer has 50295).
     pub vocab_size: usize,
+    /// Width of the residual stream.
     pub hidden_size: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
+    /// Decoder blocks.
     pub num_hidden_layers: usize,
+    /// Query heads (`hidden_size / num_attention_heads` is the head size).
     pub num_attention_heads: usize,
     /// Key/value heads; fewer than `num_attention_heads` means grouped-query attention.
     pub num_key_value_heads: usize,
     /// Share of each head's channels that rotate (ARCHITECTURE.md §1).
     pub partial_rotary_factor: f64,
+    /// Base of the rotary frequencies.
     pub rope_theta: f64,
+    /// Longest sequence the model is built for (the rotary table's length).
     pub max_position_embeddings: usize,
+    /// LayerNorm's ε.
     pub layer_norm_eps: f64,
     /// LayerNorm over q and k per head before rotary (off in every published checkpoint).
     pub qk_layernorm: bool,
+    /// Dropout on each block's attention and MLP outputs (training only).
     pub resid_pdrop: f64,
+    /// Dropout on the token embeddings (training only).
     pub embd_pdrop: f64,
+    /// Dropout on the attention probabilities (training only).
     pub attention_dropout: f64,
     /// `None` when the config says null: take special ids from the tokenizer then (ARCHITECTURE.md §2).
     pub bos_token_id: Option<u32>,
+    /// The end-of-sequence token, where the config names one.
     pub eos_token_id: Option<u32>,
 }
 
@@ -94,6 +105,7 @@ impl Default for PhiConfig {
 }
 
 impl PhiConfig {
+    /// Channels per attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

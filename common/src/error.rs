@@ -22,8 +22,10 @@ pub enum PhiError {
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
         #[source]
+        /// What the operating system said.
         source: std::io::Error,
     },
 
@@ -32,15 +34,20 @@ pub enum PhiError {
     Config {
         /// Where the config came from (a path, or a description).
         origin: String,
+        /// The field (a JSON key, or a dotted path into the config).
         field: String,
+        /// What is wrong with it.
         message: String,
     },
 
     /// A weights file is malformed or unreadable as a whole or at one key.
     #[error("{}: {}{message}", file.display(), key.as_deref().map(|k| format!("tensor `{k}`: ")).unwrap_or_default())]
     Weights {
+        /// The weights file.
         file: PathBuf,
+        /// The tensor, when one key is at fault.
         key: Option<String>,
+        /// What is wrong.
         message: String,
     },
 
@@ -53,6 +60,7 @@ pub enum PhiError {
         missing: Vec<String>,
         /// Tensors in the checkpoint the model has no place for.
         unexpected: Vec<String>,
+        /// Tensors whose stored shape differs from the config's.
         wrong_shape: Vec<ShapeMismatch>,
     },
 
@@ -112,4 +120,5 @@ fn describe_mismatch(
     text
 }
 
+/// phi-zoo's result type.
 pub type Result<T, E = PhiError> = std::result::Result<T, E>;

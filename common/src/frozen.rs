@@ -14,6 +14,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 #[derive(Debug, Clone)]
+/// A module whose parameters are left out of training (see the module docs).
 pub struct Frozen<M>(pub M);
 
 impl<B: Backend, M: Module<B>> Module<B> for Frozen<M> {

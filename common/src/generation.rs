@@ -16,11 +16,13 @@ use crate::tokenizer::PhiTokenizer;
 /// What to generate and how.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationConfig {
+    /// Tokens to generate at most (the prompt not counted).
     pub max_new_tokens: usize,
     /// `None`: greedy decoding.
     pub sampling: Option<Sampling>,
     /// 1.0 is off.
     pub repetition_penalty: f32,
+    /// Seed of the sampler's random numbers (runs with the same seed repeat exactly).
     pub seed: u64,
     /// Generation stops after any of these (the EOS id is kept in the output, as transformers does).
     pub eos_token_ids: Vec<u32>,
@@ -74,7 +76,9 @@ impl GenerationConfig {
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// The model produced an end-of-sequence token.
     Eos,
+    /// `max_new_tokens` were generated.
     MaxNewTokens,
     /// The context (`max_position_embeddings`) is full.
     ContextFull,
@@ -87,7 +91,9 @@ pub enum StopReason {
 /// The new tokens and why generation ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generated {
+    /// The generated token ids (the prompt not included; a stop token not included).
     pub ids: Vec<u32>,
+    /// Why generation stopped.
     pub stop: StopReason,
 }
 
@@ -246,7 +252,9 @@ pub fn generate_batch<B: Backend>(
 pub struct GeneratedText {
     /// Every new token, including those that formed a stop string and a final EOS.
     pub ids: Vec<u32>,
+    /// The generated text (a matched stop string and what follows it cut off).
     pub text: String,
+    /// Why generation stopped.
     pub stop: StopReason,
 }
 

@@ -1,6 +1,8 @@
 //! phi-zoo-common: what every Phi variant shares — the config, the transformer over burn's
 //! `Backend`, and checkpoint loading and export.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

@@ -20,9 +20,13 @@ pub type LoraTarget = Projection;
 /// Rank, scale, dropout and placement of a model's adapters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
+    /// Rank r of each adapter's `B·A`.
     pub rank: usize,
+    /// Scale numerator: the update is `(alpha / rank) · B·A·x`.
     pub alpha: f64,
+    /// Dropout on the adapter's input (training only).
     pub dropout: f64,
+    /// The projections adapted.
     pub targets: Vec<LoraTarget>,
 }
 
@@ -86,12 +90,15 @@ pub struct LoraAdapter<B: Backend> {
     pub a: Param<Tensor<B, 2>>,
     /// `[rank, out]`, zero at the start.
     pub b: Param<Tensor<B, 2>>,
+    /// Dropout on the adapter's input.
     pub dropout: Dropout,
     /// `alpha / rank`.
     pub scale: f64,
 }
 
 impl<B: Backend> LoraAdapter<B> {
+    /// An adapter for a `d_in → d_out` projection: `A` uniform in ±1/√d_in, `B` zero, so the
+    /// adapted model starts as the base model.
     pub fn new(
         d_in: usize,
         d_out: usize,
@@ -140,11 +147,17 @@ impl<B: Backend> LoraAdapter<B> {
 /// The adapters of one decoder layer, by projection.
 #[derive(Module, Debug)]
 pub struct LayerAdapters<B: Backend> {
+    /// The adapter of the query projection, if adapted.
     pub q_proj: Option<LoraAdapter<B>>,
+    /// The adapter of the key projection, if adapted.
     pub k_proj: Option<LoraAdapter<B>>,
+    /// The adapter of the value projection, if adapted.
     pub v_proj: Option<LoraAdapter<B>>,
+    /// The adapter of the attention output projection, if adapted.
     pub dense: Option<LoraAdapter<B>>,
+    /// The adapter of the MLP's first projection, if adapted.
     pub fc1: Option<LoraAdapter<B>>,
+    /// The adapter of the MLP's second projection, if adapted.
     pub fc2: Option<LoraAdapter<B>>,
 }
 

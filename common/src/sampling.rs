@@ -28,6 +28,8 @@ pub struct TokenPicker {
 }
 
 impl TokenPicker {
+    /// A picker for `sampling` (greedy when `None`) with `repetition_penalty` over the tokens
+    /// seen, never picking ids at or above `vocab_limit`, seeded with `seed`.
     pub fn new(
         sampling: Option<Sampling>,
         repetition_penalty: f32,

@@ -9,6 +9,7 @@ use crate::tokenizer::PhiTokenizer;
 /// (with U+FFFD), so a model producing invalid UTF-8 cannot stall the stream.
 const MAX_PENDING_TOKENS: usize = 8;
 
+/// Decodes generated ids to text piece by piece, holding back what could still become a stop string or an incomplete UTF-8 character.
 pub struct TextStream<'a> {
     tokenizer: &'a PhiTokenizer,
     stop_strings: Vec<String>,
@@ -31,6 +32,7 @@ pub struct StreamStep {
 }
 
 impl<'a> TextStream<'a> {
+    /// A stream that stops at any of `stop_strings`.
     pub fn new(tokenizer: &'a PhiTokenizer, stop_strings: Vec<String>) -> Self {
         let stop_strings = stop_strings.into_iter().filter(|s| !s.is_empty()).collect();
         Self {

@@ -12,6 +12,7 @@ static BUNDLED: &[u8] = include_bytes!("../assets/tokenizer.json");
 /// `<|endoftext|>`: separates documents and ends generations.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
+/// Phi's tokenizer (CodeGen's byte-level BPE), from a tokenizer.json or the bundled copy.
 pub struct PhiTokenizer {
     inner: tokenizers::Tokenizer,
     /// Cached: `tokenizers` builds the whole vocabulary map to answer its size.
@@ -96,10 +97,12 @@ impl PhiTokenizer {
         self.len
     }
 
+    /// True for a tokenizer with no vocabulary.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The id of a token string, if it is in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }

@@ -13,7 +13,9 @@ pub use phi_zoo_common::LmBatch;
 /// One training sample: `seq_len + 1` tokens, and its index in the mixture's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenWindow {
+    /// Its index in the mixture's sample stream.
     pub index: u64,
+    /// `seq_len + 1` token ids (inputs and, shifted by one, targets).
     pub tokens: Vec<u32>,
 }
 
@@ -27,6 +29,7 @@ pub struct MixtureDataset {
 }
 
 impl MixtureDataset {
+    /// `len` samples of `mixture` from sample `start` on.
     pub fn new(mixture: Arc<Mixture>, start: u64, len: usize) -> Self {
         Self {
             mixture,
@@ -35,6 +38,7 @@ impl MixtureDataset {
         }
     }
 
+    /// The mixture sampled.
     pub fn mixture(&self) -> &Mixture {
         &self.mixture
     }
@@ -58,6 +62,7 @@ impl Dataset<TokenWindow> for MixtureDataset {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
+/// Batches token windows into `LmBatch`es (inputs and targets shifted by one).
 pub struct LmBatcher;
 
 impl<B: Backend> Batcher<B, TokenWindow, LmBatch<B>> for LmBatcher {

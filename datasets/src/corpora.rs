@@ -35,13 +35,18 @@ impl FromStr for EmbeddedCorpus {
 pub const EXERCISES_JSONL: &str = include_str!("../assets/exercises.jsonl");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A corpus shipped inside the crate.
 pub enum EmbeddedCorpus {
+    /// Python exercises with tested solutions.
     Code,
+    /// Textbook-style units.
     Synthetic,
+    /// Web-like pages.
     Web,
 }
 
 impl EmbeddedCorpus {
+    /// Every embedded corpus.
     pub const ALL: [Self; 3] = [Self::Code, Self::Synthetic, Self::Web];
 
     /// The mixture slot it fills (`code`, `synthetic`, `web`).
@@ -62,6 +67,7 @@ impl EmbeddedCorpus {
         }
     }
 
+    /// Documents in the corpus.
     pub fn num_documents(self) -> u64 {
         self.documents().count() as u64
     }

@@ -39,7 +39,9 @@ impl std::str::FromStr for FinetuneFormat {
 /// `ids[t]` enters the loss (`learn[0]` is never used: nothing predicts the first token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinetuneExample {
+    /// The example's token ids, prompt first.
     pub ids: Vec<u32>,
+    /// Whether the loss counts the token predicted at each position.
     pub learn: Vec<bool>,
 }
 
@@ -65,6 +67,7 @@ impl FinetuneExample {
 /// What reading a fine-tuning file did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FinetuneReport {
+    /// Examples read.
     pub examples: usize,
     /// Completions cut to fit `max_len`.
     pub truncated: usize,
@@ -208,18 +211,22 @@ impl FinetuneSet {
         Ok((Self::new(examples, max_len, eos, seed)?, report))
     }
 
+    /// Examples in the set.
     pub fn len(&self) -> usize {
         self.examples.len()
     }
 
+    /// True for a set with no examples.
     pub fn is_empty(&self) -> bool {
         self.examples.is_empty()
     }
 
+    /// The examples, in order.
     pub fn examples(&self) -> &[FinetuneExample] {
         &self.examples
     }
 
+    /// The longest example allowed, in tokens.
     pub fn max_len(&self) -> usize {
         self.max_len
     }

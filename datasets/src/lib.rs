@@ -1,18 +1,21 @@
 //! phi-zoo-datasets: corpora to tokens for training, as the Phi papers did it. Documents are
-//! read ([`reader`]), tokenized and joined with `<|endoftext|>` into token stores ([`prepare`],
-//! [`store`]), cut into `seq_len + 1` windows and drawn from several stores with exact weights
-//! ([`mixture`]), and batched for burn ([`batch`]). [`corpora`] ships small default corpora.
+//! read ([`Corpus`]), tokenized and joined with `<|endoftext|>` into token stores ([`prepare`],
+//! [`TokenStore`]), cut into `seq_len + 1` windows and drawn from several stores with exact
+//! weights ([`Mixture`]), and batched for burn ([`LmBatcher`], [`StreamLoader`]); fine-tuning
+//! reads prompt-completion pairs ([`FinetuneSet`]). [`corpora`] ships small default corpora.
 
-pub mod batch;
+#![warn(missing_docs)]
+
+mod batch;
 pub mod corpora;
-pub mod error;
-pub mod finetune;
-pub mod loader;
-pub mod mixture;
-pub mod permutation;
-pub mod prepare;
-pub mod reader;
-pub mod store;
+mod error;
+mod finetune;
+mod loader;
+mod mixture;
+mod permutation;
+mod prepare;
+mod reader;
+mod store;
 
 pub use batch::{LmBatch, LmBatcher, MixtureDataset, TokenWindow};
 pub use error::{DataError, Result};

@@ -40,6 +40,7 @@ impl SampleStream for Mixture {
     }
 }
 
+/// A burn `DataLoader` over a `SampleStream`: one epoch is a fixed range of the stream, so a run resumes at an epoch from the epoch number alone.
 pub struct StreamLoader<B: Backend, S: SampleStream = Mixture> {
     stream: Arc<S>,
     batch_size: usize,

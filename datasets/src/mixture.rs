@@ -23,8 +23,11 @@ const WEIGHT_RESOLUTION: u64 = 10_000;
 /// One source of a mixture.
 #[derive(Debug, Clone)]
 pub struct MixtureSource {
+    /// The slot it fills (`code`, `synthetic`, …).
     pub name: String,
+    /// Its tokens.
     pub store: Arc<TokenStore>,
+    /// Its sampling weight (weights are normalised).
     pub weight: f64,
 }
 
@@ -40,6 +43,7 @@ pub struct SampleLocation {
 }
 
 #[derive(Debug, Clone)]
+/// A weighted mixture of token stores, cut into windows of `seq_len + 1` tokens (see the module docs).
 pub struct Mixture {
     sources: Vec<MixtureSource>,
     seq_len: usize,
@@ -55,6 +59,7 @@ pub struct Mixture {
 }
 
 impl Mixture {
+    /// A mixture of `sources` in windows of `seq_len` (+ 1) tokens, its window order drawn from `seed`.
     pub fn new(sources: Vec<MixtureSource>, seq_len: usize, seed: u64) -> Result<Self> {
         if sources.is_empty() {
             return Err(DataError::Invalid(
@@ -131,14 +136,17 @@ impl Mixture {
         Ok((train, valid))
     }
 
+    /// The sources, in order.
     pub fn sources(&self) -> &[MixtureSource] {
         &self.sources
     }
 
+    /// Positions per sample (each sample holds one more token, for the targets).
     pub fn seq_len(&self) -> usize {
         self.seq_len
     }
 
+    /// The seed of its window permutations.
     pub fn seed(&self) -> u64 {
         self.seed
     }

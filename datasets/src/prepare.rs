@@ -15,7 +15,9 @@ use crate::reader::{Corpus, OnMalformed, ReadReport};
 use crate::store::{StoreHeader, StoreWriter};
 
 #[derive(Debug, Clone)]
+/// How `prepare` reads and writes.
 pub struct PrepareOptions {
+    /// What to do with a record that cannot be read.
     pub on_malformed: OnMalformed,
     /// Text gathered before a batch is tokenized (bytes): the bound on memory.
     pub batch_bytes: usize,
@@ -37,9 +39,13 @@ impl Default for PrepareOptions {
 }
 
 #[derive(Debug, Clone)]
+/// What `prepare` did.
 pub struct PrepareReport {
+    /// The header of the store written.
     pub header: StoreHeader,
+    /// What was read.
     pub read: ReadReport,
+    /// Wall time.
     pub elapsed: Duration,
 }
 

@@ -16,17 +16,25 @@ use crate::error::{DataError, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorpusFormat {
     /// One JSON object per line; the document is the string in `field`.
-    Jsonl { field: String },
+    Jsonl {
+        /// The JSON key holding the text.
+        field: String,
+    },
     /// Each file is one document (UTF-8).
     Text,
     /// A Parquet table; each row's string in `column` is a document.
-    Parquet { column: String },
+    Parquet {
+        /// The string column holding the text.
+        column: String,
+    },
 }
 
 /// A corpus: a file, or a folder searched recursively (in sorted path order) for the format's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corpus {
+    /// A file or a folder of files.
     pub path: PathBuf,
+    /// How to read it.
     pub format: CorpusFormat,
 }
 
@@ -43,15 +51,20 @@ pub enum OnMalformed {
 /// What a read saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadReport {
+    /// The files read.
     pub files: Vec<PathBuf>,
+    /// Documents read.
     pub documents: u64,
+    /// Bytes of text read.
     pub bytes: u64,
+    /// Records skipped as malformed.
     pub skipped: u64,
     /// The first skipped record's error, so a user can look at one example.
     pub first_skipped: Option<String>,
 }
 
 impl Corpus {
+    /// JSONL files with the text in `field`.
     pub fn jsonl(path: impl Into<PathBuf>, field: impl Into<String>) -> Self {
         Self {
             path: path.into(),
@@ -61,6 +74,7 @@ impl Corpus {
         }
     }
 
+    /// Plain-text files, one document each.
     pub fn text(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -68,6 +82,7 @@ impl Corpus {
         }
     }
 
+    /// Parquet files with the text in `column`.
     pub fn parquet(path: impl Into<PathBuf>, column: impl Into<String>) -> Self {
         Self {
             path: path.into(),

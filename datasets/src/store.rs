@@ -24,11 +24,14 @@ const HEADER_FILE: &str = "header.json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenWidth {
+    /// Two bytes per token (vocabularies up to 65,536).
     U16,
+    /// Four bytes per token.
     U32,
 }
 
 impl TokenWidth {
+    /// The narrowest width that holds every id of `vocab_size`.
     pub fn for_vocab(vocab_size: usize) -> Self {
         if vocab_size <= 1 << 16 {
             Self::U16
@@ -37,6 +40,7 @@ impl TokenWidth {
         }
     }
 
+    /// Bytes per token.
     pub fn bytes(self) -> usize {
         match self {
             Self::U16 => 2,
@@ -48,15 +52,21 @@ impl TokenWidth {
 /// `header.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreHeader {
+    /// The format's name.
     pub format: String,
+    /// The format's version.
     pub version: u32,
+    /// Bytes per token on disk.
     pub token_width: TokenWidth,
     /// sha256 of the tokenizer's canonical JSON (`PhiTokenizer::to_json`).
     pub tokenizer_sha256: String,
+    /// The tokenizer's vocabulary size.
     pub vocab_size: usize,
     /// The id appended after every document.
     pub eos_id: u32,
+    /// Documents stored.
     pub documents: u64,
+    /// Tokens stored (an end-of-text token after each document included).
     pub tokens: u64,
     /// The files the documents came from, in order.
     pub sources: Vec<String>,
@@ -146,10 +156,12 @@ impl TokenStore {
         Ok(store)
     }
 
+    /// The store's folder.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The store's header.
     pub fn header(&self) -> &StoreHeader {
         &self.header
     }
@@ -159,6 +171,7 @@ impl TokenStore {
         self.header.tokens
     }
 
+    /// True for a store with no tokens.
     pub fn is_empty(&self) -> bool {
         self.header.tokens == 0
     }
@@ -271,10 +284,12 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// Tokens written so far.
     pub fn tokens(&self) -> u64 {
         self.token_count
     }
 
+    /// Documents written so far.
     pub fn documents(&self) -> u64 {
         self.documents
     }

@@ -1,5 +1,7 @@
 //! Phi-1 (1.3B, Python code) and the phi-1 paper's 350M `phi-1-small`.
 
+#![warn(missing_docs)]
+
 pub use phi_zoo_common::PhiConfig;
 
 /// The published Phi-1 checkpoint.

@@ -1,5 +1,7 @@
 //! Phi-1.5 (1.3B, code plus synthetic textbooks). Same architecture and shape as Phi-1.
 
+#![warn(missing_docs)]
+
 pub use phi_zoo_common::PhiConfig;
 
 /// The published Phi-1.5 checkpoint.

@@ -1,5 +1,7 @@
 //! Phi-2 (2.7B).
 
+#![warn(missing_docs)]
+
 pub use phi_zoo_common::PhiConfig;
 
 /// The published Phi-2 checkpoint (sharded safetensors, float16).

@@ -13,6 +13,7 @@ use burn::train::logger::{FileMetricLogger, MetricLogger};
 use burn::train::metric::store::{EpochSummary, MetricsUpdate, Split};
 use burn::train::metric::{MetricDefinition, NumericEntry};
 
+/// burn-train's metric logger, writing each epoch's values to `<split>/epoch-N/<metric>.log` (epochs numbered from the run's first).
 pub struct EpochLogger {
     files: FileMetricLogger,
     first_epoch: usize,

@@ -6,9 +6,13 @@ use half::{bf16, f16};
 /// casts to its backend's float type, so an f16 checkpoint loads into an f32 model and back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoredDType {
+    /// 32-bit IEEE float.
     F32,
+    /// 16-bit IEEE float.
     F16,
+    /// bfloat16.
     BF16,
+    /// 64-bit IEEE float.
     F64,
 }
 
@@ -24,6 +28,7 @@ impl StoredDType {
         }
     }
 
+    /// The dtype as safetensors headers spell it (`F32`, `BF16`, …).
     pub fn safetensors_name(self) -> &'static str {
         match self {
             Self::F32 => "F32",
@@ -43,6 +48,7 @@ impl StoredDType {
         }
     }
 
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             Self::F32 => 4,

@@ -6,6 +6,7 @@ use crate::config::PhiConfig;
 use crate::model::{Leaf, Part};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a checkpoint names its tensors: the published key layouts of the Phi family.
 pub enum KeyLayout {
     /// Current transformers names (`model.layers.{i}.self_attn.q_proj`).
     V3,
@@ -18,6 +19,7 @@ pub enum KeyLayout {
 /// Where one model parameter is stored in a given layout.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Location {
+    /// The tensor key in the checkpoint.
     pub key: String,
     /// Rows of a fused `Wqkv` tensor that belong to this parameter.
     pub rows: Option<Range<usize>>,
@@ -41,6 +43,7 @@ impl KeyLayout {
         })
     }
 
+    /// The layout's name, as errors and logs give it.
     pub fn name(self) -> &'static str {
         match self {
             Self::V3 => "V3 (transformers)",

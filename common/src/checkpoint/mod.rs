@@ -216,6 +216,7 @@ impl Checkpoint {
         })
     }
 
+    /// The config the checkpoint was opened with (validated against its weights).
     pub fn config(&self) -> &PhiConfig {
         &self.config
     }
@@ -233,10 +234,12 @@ impl Checkpoint {
         &self.dir
     }
 
+    /// The key layout the checkpoint's tensor names follow.
     pub fn layout(&self) -> KeyLayout {
         self.layout
     }
 
+    /// The weight files, in the order their tensors are looked up.
     pub fn files(&self) -> Vec<&Path> {
         self.files.iter().map(WeightFile::path).collect()
     }

@@ -12,7 +12,9 @@ use crate::error::{PhiError, Result};
 
 /// One weights file of a checkpoint.
 pub enum WeightFile {
+    /// A safetensors file.
     Safetensors(SafetensorsFile),
+    /// A PyTorch `.bin` file (zip or legacy form).
     Pytorch(PytorchFile),
 }
 
@@ -47,6 +49,7 @@ impl WeightFile {
         ))
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         match self {
             Self::Safetensors(f) => f.path(),

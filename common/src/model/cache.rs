@@ -83,14 +83,17 @@ impl<B: Backend> KvCache<B> {
         self.len
     }
 
+    /// True before anything has been cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Positions the cache can hold per row.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
+    /// Rows (sequences) the cache holds.
     pub fn batch(&self) -> usize {
         self.pads.len()
     }

@@ -37,16 +37,22 @@ use positions::Positions;
 /// The transformer body: everything but the LM head.
 #[derive(Module, Debug)]
 pub struct PhiModel<B: Backend> {
+    /// Token embeddings, `[vocab, hidden]`.
     pub embed_tokens: Embedding<B>,
+    /// Dropout on the embeddings (training only).
     pub embed_dropout: Dropout,
+    /// The decoder blocks.
     pub layers: Vec<PhiDecoderLayer<B>>,
+    /// LayerNorm before the language-model head.
     pub final_layernorm: LayerNorm<B>,
+    /// Rotary position tables shared by every block.
     pub rotary: PartialRotary<B>,
 }
 
 /// A Phi causal language model.
 #[derive(Module, Debug)]
 pub struct Phi<B: Backend> {
+    /// The transformer below the head.
     pub model: PhiModel<B>,
     /// Untied from the embedding, with bias.
     pub lm_head: PhiLinear<B>,
@@ -186,6 +192,7 @@ impl<B: Backend> Phi<B> {
         })
     }
 
+    /// The model's config.
     pub fn config(&self) -> &PhiConfig {
         &self.config
     }

@@ -25,28 +25,43 @@ pub trait ParamSource<B: Backend> {
 /// One module of the model that owns parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Part {
+    /// The token embeddings.
     Embed,
+    /// Block n's LayerNorm.
     InputNorm(usize),
+    /// Block n's query projection.
     Q(usize),
+    /// Block n's key projection.
     K(usize),
+    /// Block n's value projection.
     V(usize),
+    /// Block n's attention output projection.
     Dense(usize),
+    /// Block n's query LayerNorm (configs with `qk_layernorm`).
     QNorm(usize),
+    /// Block n's key LayerNorm (configs with `qk_layernorm`).
     KNorm(usize),
+    /// Block n's first MLP projection.
     Fc1(usize),
+    /// Block n's second MLP projection.
     Fc2(usize),
+    /// The final LayerNorm.
     FinalNorm,
+    /// The language-model head.
     Head,
 }
 
 /// Which tensor of a module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Leaf {
+    /// The weight (of a projection, a LayerNorm or the embeddings).
     Weight,
+    /// The bias.
     Bias,
 }
 
 impl Leaf {
+    /// The key suffix transformers uses (`weight`, `bias`).
     pub fn suffix(self) -> &'static str {
         match self {
             Leaf::Weight => "weight",
@@ -58,13 +73,16 @@ impl Leaf {
 /// One parameter tensor as transformers stores it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HfParam {
+    /// Which module.
     pub part: Part,
+    /// Which of its tensors.
     pub leaf: Leaf,
     /// PyTorch layout: `[out, in]` for linear weights.
     pub shape: Vec<usize>,
 }
 
 impl HfParam {
+    /// The key in transformers' current (V3) layout.
     pub fn name(&self) -> String {
         format!("{}.{}", self.part.v3_module(), self.leaf.suffix())
     }

@@ -19,6 +19,7 @@ pub struct PartialRotary<B: Backend> {
 }
 
 impl<B: Backend> PartialRotary<B> {
+    /// Tables for `rotary_dim` channels over `max_positions` positions, frequencies `theta^(-2i/rotary_dim)`.
     pub fn new(rotary_dim: usize, max_positions: usize, theta: f64, device: &B::Device) -> Self {
         let half = rotary_dim / 2;
         // Same f32 arithmetic as transformers: inv_freq = 1 / theta^(arange(0, dim, 2) / dim),

@@ -16,10 +16,14 @@ use crate::train::step::LmStepOutput;
 use crate::train::trainee::{LmTrainee, StepSettings, optimizer_step};
 
 #[derive(Module, Debug)]
+/// A frozen `Phi` with trainable LoRA adapters, as the module burn-train's learner trains.
 pub struct LoraTrainee<B: Backend> {
+    /// The base model, not trained.
     pub base: Frozen<Phi<B>>,
+    /// The adapters, trained.
     pub adapters: PhiAdapters<B>,
     #[module(skip)]
+    /// Clipping, decay and gradient scaling around every optimizer step.
     pub settings: StepSettings,
 }
 

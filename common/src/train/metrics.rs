@@ -27,6 +27,7 @@ pub struct PerplexityOfLoss {
 }
 
 impl PerplexityOfLoss {
+    /// The metric (perplexity = exp of the loss).
     pub fn new() -> Self {
         Self {
             name: Arc::new("Perplexity".into()),

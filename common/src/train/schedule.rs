@@ -23,15 +23,20 @@ pub enum Decay {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// The highest rate, reached at the end of warmup.
     pub peak: f64,
+    /// Optimizer steps of linear warmup from 0.
     pub warmup_steps: usize,
+    /// What the rate does after warmup.
     pub decay: Decay,
+    /// The step at which decay ends.
     pub total_steps: usize,
     /// Where decay ends, as a fraction of the peak.
     pub final_fraction: f64,
 }
 
 impl Schedule {
+    /// A constant rate with no warmup.
     pub fn constant(peak: f64) -> Self {
         Self {
             peak,
@@ -72,6 +77,7 @@ impl Schedule {
 }
 
 #[derive(Debug, Clone)]
+/// A `Schedule` as burn's learner drives it (see [`Schedule::scheduler`]).
 pub struct PhiLrScheduler {
     schedule: Schedule,
     accumulation: usize,

@@ -14,7 +14,9 @@ use crate::train::loss::lm_loss;
 /// What a step reports: its loss, how many target tokens it covered, and when it was issued.
 #[derive(Debug, Clone)]
 pub struct LmStepOutput<B: Backend> {
+    /// The mean loss over the counted target tokens, `[1]`.
     pub loss: Tensor<B, 1>,
+    /// Target tokens counted in the loss.
     pub tokens: usize,
     /// When the step began on the host (throughput metrics time from the first step of an
     /// epoch, excluding what came before it).
@@ -24,8 +26,11 @@ pub struct LmStepOutput<B: Backend> {
 /// The step's figures on the host, as the metrics consume them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LmStepFigures {
+    /// The mean loss over the counted target tokens.
     pub loss: f64,
+    /// Target tokens counted in the loss.
     pub tokens: usize,
+    /// When the step began on the host.
     pub issued: Instant,
 }
 

@@ -37,13 +37,17 @@ impl Default for StepSettings {
 }
 
 #[derive(Module, Debug)]
+/// A `Phi` with its step settings: the module burn-train's learner trains in full fine-tuning and pretraining.
 pub struct Trainee<B: Backend> {
+    /// The model, trained.
     pub phi: Phi<B>,
     #[module(skip)]
+    /// Clipping, decay and gradient scaling around every optimizer step.
     pub settings: StepSettings,
 }
 
 impl<B: Backend> Trainee<B> {
+    /// A trainee of `phi` with `settings`.
     pub fn new(phi: Phi<B>, settings: StepSettings) -> Self {
         Self { phi, settings }
     }
@@ -72,7 +76,9 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
 /// What `training::run` needs of the module it trains, besides burn-train's step traits: the
 /// model (for its config and device) and the step settings (the run sets the gradient scale).
 pub trait LmTrainee<B: Backend> {
+    /// The model trained (or whose adapters are trained).
     fn phi(&self) -> &Phi<B>;
+    /// The step settings, for the runner to set the gradient scale.
     fn settings_mut(&mut self) -> &mut StepSettings;
 }
 
