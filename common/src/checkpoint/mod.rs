@@ -26,8 +26,9 @@ pub use dtype::StoredDType;
 pub use export::save_hf;
 #[cfg(feature = "hub")]
 pub use hub::{HubOptions, resolve_hub};
-pub use layout::{KeyLayout, Location};
-pub use weight_file::WeightFile;
+pub use layout::KeyLayout;
+pub(crate) use layout::Location;
+pub(crate) use weight_file::WeightFile;
 
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result, ShapeMismatch};

@@ -24,9 +24,10 @@ use burn::tensor::FloatDType;
 pub use adapters::{Adapters, Projection};
 pub use block::{PhiAttention, PhiDecoderLayer, PhiMlp};
 pub use cache::KvCache;
-pub use init::FreshInit;
+pub(crate) use init::FreshInit;
 pub use linear::PhiLinear;
-pub use params::{HfParam, Leaf, ParamSource, Part, hf_params};
+pub use params::{Leaf, ParamSource, Part};
+pub(crate) use params::{HfParam, hf_params};
 pub use rotary::PartialRotary;
 
 use crate::config::PhiConfig;
