@@ -30,7 +30,7 @@ use phi_zoo::common::train::{LoraTrainee, Trainee};
 use phi_zoo::datasets::corpora::EXERCISES_JSONL;
 use phi_zoo::datasets::{FinetuneFormat, FinetuneSet};
 use phi_zoo::training::{RunData, logged_means, mean_loss, run_with};
-use phi_zoo::{Checkpoint, GenerationConfig, LoraConfig, LoraTarget, NamedRecipe, PhiTokenizer};
+use phi_zoo::{Checkpoint, GenerationConfig, LoraConfig, NamedRecipe, PhiTokenizer};
 
 #[derive(Parser, Clone)]
 #[command(
@@ -47,17 +47,6 @@ struct Args {
     /// prompt-completion (JSONL pairs; loss on the completion) or text (documents; loss on all).
     #[arg(long, default_value = "prompt-completion")]
     format: FinetuneFormat,
-    /// LoRA rank; absent: full fine-tuning.
-    #[arg(long)]
-    lora_rank: Option<usize>,
-    /// LoRA alpha (default 2 × rank).
-    #[arg(long)]
-    lora_alpha: Option<f64>,
-    #[arg(long, default_value_t = 0.05)]
-    lora_dropout: f64,
-    /// Projections LoRA adapts: any of q, k, v, dense, fc1, fc2 (comma-separated), or all.
-    #[arg(long, default_value = "q,k,v,dense,fc1,fc2")]
-    targets: String,
     /// Tokens per example at most (completions beyond are cut; documents are split).
     #[arg(long, default_value_t = 256)]
     max_len: usize,
@@ -68,6 +57,8 @@ struct Args {
     /// Fraction of the examples held out for validation.
     #[arg(long, default_value_t = 0.1)]
     held_out: f64,
+    #[command(flatten)]
+    lora: cli::LoraArgs,
     #[command(flatten)]
     model: cli::ModelArgs,
     #[command(flatten)]
@@ -109,11 +100,8 @@ impl BackendJob for Finetune {
         // Held-out examples stay whole (for the sample's prompt); training reads them packed.
         let train = if args.pack { train.packed()? } else { train };
         let recipe = run_args.recipe(NamedRecipe::finetune_for(checkpoint.config()))?;
-        let recipe = if lora.is_some() {
-            recipe.for_lora()
-        } else {
-            recipe
-        };
+        // LoRA trains at the recipe's LoRA rate.
+        let recipe = lora.as_ref().map_or(recipe.clone(), |_| recipe.for_lora());
         let accum = run_args.grad_accum(&recipe, args.max_len, 1);
         let plan = run_args.plan(accum, valid.len().div_ceil(run_args.batch).min(8));
         eprintln!(
@@ -178,15 +166,15 @@ impl BackendJob for Finetune {
             rates.iter().sum::<f64>() / rates.len().max(1) as f64,
             phi_zoo::memory::peak_rss_bytes().unwrap_or(0) as f64 / 1e6,
         );
+        let merged = if lora.is_some() {
+            ", adapters merged"
+        } else {
+            ""
+        };
         println!(
             "held-out loss (completion tokens): {loss_before:.3} → {loss_after:.3}; model: {} \
-             (HF safetensors + config.json + tokenizer.json{})",
+             (HF safetensors + config.json + tokenizer.json{merged})",
             final_dir.display(),
-            if lora.is_some() {
-                ", adapters merged"
-            } else {
-                ""
-            }
         );
 
         let example = &valid.examples()[0];
@@ -195,20 +183,9 @@ impl BackendJob for Finetune {
             max_new_tokens: 48,
             ..GenerationConfig::for_model(tuned.config(), Some(&tokenizer))
         };
-        let sample = phi_zoo::generate_text(
-            &tuned,
-            &tokenizer,
-            prompt,
-            &generation,
-            &[],
-            &device,
-            |_| {},
-        )?;
-        println!(
-            "held-out prompt and greedy completion:\n{}{}",
-            tokenizer.decode(prompt)?,
-            sample.text
-        );
+        let sample = cli::complete(&tuned, &tokenizer, prompt, &generation, &device)?;
+        let prompt = tokenizer.decode(prompt)?;
+        println!("held-out prompt and greedy completion:\n{prompt}{sample}");
         Ok(())
     }
 }
@@ -239,16 +216,7 @@ fn main() -> Result<()> {
         );
     }
     let tokenizer = args.model.text_tokenizer(&checkpoint)?;
-    let lora = match args.lora_rank {
-        Some(0) => bail!("--lora-rank must be at least 1"),
-        Some(rank) => Some(LoraConfig {
-            rank,
-            alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
-            dropout: args.lora_dropout,
-            targets: LoraTarget::parse_list(&args.targets).map_err(anyhow::Error::msg)?,
-        }),
-        None => None,
-    };
+    let lora = args.lora.config()?;
     let device = args.device;
     device.run(Finetune {
         args,

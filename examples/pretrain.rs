@@ -21,7 +21,6 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::backend::Autodiff;
 use burn::prelude::*;
-use burn::tensor::backend::Device;
 use clap::Parser;
 use phi_zoo::backend::{BackendJob, BackendName};
 use phi_zoo::common::train::Trainee;
@@ -119,13 +118,7 @@ impl BackendJob for Pretrain {
             Phi::<Autodiff<B>>::new(&config, &device),
             recipe.step_settings(),
         );
-        let devices: Vec<B::Device> = (0..args.devices)
-            .map(|index| {
-                let mut id = device.to_id();
-                id.index_id = index as u16;
-                <B::Device as Device>::from_id(id)
-            })
-            .collect();
+        let devices = phi_zoo::backend::devices_like::<B>(&device, args.devices);
         let started = Instant::now();
         let trained = run(
             trainee,
@@ -146,23 +139,10 @@ impl BackendJob for Pretrain {
         report.write_svg(&curve, run_args.log_scale)?;
         let final_dir = run_args.out.join("final");
         phi_zoo::training::export_model(&trained.phi, &tokenizer, &final_dir)?;
-        let (first, last) = report.first_and_last();
-        println!(
-            "trained {done_steps} steps in {seconds:.1} s ({:.0} tokens/s); train loss {first:.3} → {last:.3}",
-            tokens as f64 / seconds
-        );
-        for (step, loss) in &report.valid {
-            println!("  validation loss after step {step}: {loss:.3}");
-        }
-        if let Some(peak) = plan.peak_flops {
-            let flops = config.training_flops_per_token(seq_len) * tokens as f64 / seconds;
-            println!(
-                "  MFU {:.1}% ({:.2} TFLOP/s of {:.0} peak)",
-                100.0 * flops / peak,
-                flops / 1e12,
-                peak / 1e12
-            );
-        }
+        let mfu = plan
+            .peak_flops
+            .map(|peak| (config.training_flops_per_token(seq_len), peak));
+        println!("{}", report.summary(done_steps, seconds, tokens, mfu));
         println!("  (validation: {}, held out)", data.validation);
         println!(
             "model: {} (HF safetensors + config.json + tokenizer.json); curve: {}",
@@ -186,18 +166,9 @@ impl BackendJob for Pretrain {
             ..GenerationConfig::for_model(trained.phi.config(), Some(&tokenizer))
         };
         let prompt = tokenizer.encode(prompt_text)?;
-        let sample = phi_zoo::generate_text(
-            &trained.phi,
-            &tokenizer,
-            &prompt,
-            &generation,
-            &[],
-            &device,
-            |_| {},
-        )?;
+        let sample = cli::complete(&trained.phi, &tokenizer, &prompt, &generation, &device)?;
         println!(
-            "sample (temperature 0.7, top-k 40, repetition penalty 1.3):\n{prompt_text}{}",
-            sample.text
+            "sample (temperature 0.7, top-k 40, repetition penalty 1.3):\n{prompt_text}{sample}"
         );
         Ok(())
     }

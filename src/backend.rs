@@ -71,6 +71,18 @@ impl FromStr for FloatType {
     }
 }
 
+/// The first `count` devices of `device`'s kind (device indices 0..count), for data-parallel runs.
+pub fn devices_like<B: Backend>(device: &B::Device, count: usize) -> Vec<B::Device> {
+    use burn::tensor::backend::Device;
+    (0..count)
+        .map(|index| {
+            let mut id = device.to_id();
+            id.index_id = index as u16;
+            <B::Device as Device>::from_id(id)
+        })
+        .collect()
+}
+
 /// Work generic over the backend, run by `run_on` on the backend chosen at run time.
 pub trait BackendJob {
     /// What the job returns.

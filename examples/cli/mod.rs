@@ -10,6 +10,18 @@ use anyhow::Result;
 use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
 use phi_zoo::{Checkpoint, PhiTokenizer};
 
+/// The text `phi` generates after `prompt` (no stop strings, nothing streamed).
+pub fn complete<B: burn::prelude::Backend>(
+    phi: &phi_zoo::Phi<B>,
+    tokenizer: &PhiTokenizer,
+    prompt: &[u32],
+    generation: &phi_zoo::GenerationConfig,
+    device: &B::Device,
+) -> Result<String> {
+    let out = phi_zoo::generate_text(phi, tokenizer, prompt, generation, &[], device, |_| {})?;
+    Ok(out.text)
+}
+
 /// Which model: `--model`, `--revision`, `--tokenizer`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
@@ -66,6 +78,39 @@ impl DeviceArgs {
     /// Runs `job` on the chosen backend and float type.
     pub fn run<J: BackendJob>(&self, job: J) -> Result<J::Output> {
         Ok(run_on(self.backend, self.dtype, job)?)
+    }
+}
+
+/// LoRA instead of full fine-tuning: `--lora-rank` and its companions.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoraArgs {
+    /// LoRA rank; absent: full fine-tuning.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha (default 2 × rank).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    #[arg(long, default_value_t = 0.05)]
+    pub lora_dropout: f64,
+    /// Projections LoRA adapts: any of q, k, v, dense, fc1, fc2 (comma-separated), or all.
+    #[arg(long, default_value = "q,k,v,dense,fc1,fc2")]
+    pub targets: String,
+}
+
+impl LoraArgs {
+    /// The adapters' config; `None` for full fine-tuning.
+    pub fn config(&self) -> Result<Option<phi_zoo::LoraConfig>> {
+        Ok(match self.lora_rank {
+            None => None,
+            Some(0) => anyhow::bail!("--lora-rank must be at least 1"),
+            Some(rank) => Some(phi_zoo::LoraConfig {
+                rank,
+                alpha: self.lora_alpha.unwrap_or(2.0 * rank as f64),
+                dropout: self.lora_dropout,
+                targets: phi_zoo::LoraTarget::parse_list(&self.targets)
+                    .map_err(anyhow::Error::msg)?,
+            }),
+        })
     }
 }
 

@@ -50,6 +50,37 @@ impl RunReport {
         (first, last)
     }
 
+    /// The run's figures as lines of text: `steps` optimizer steps of `tokens` tokens in all took
+    /// `seconds`; the loss from its first to its last micro-batches; the validation loss after
+    /// each epoch; and, given the FLOPs of one training token and the devices' peak FLOP/s, the
+    /// model FLOPs utilisation.
+    pub fn summary(
+        &self,
+        steps: usize,
+        seconds: f64,
+        tokens: usize,
+        flops_per_token_and_peak: Option<(f64, f64)>,
+    ) -> String {
+        let (first, last) = self.first_and_last();
+        let mut text = format!(
+            "trained {steps} steps in {seconds:.1} s ({:.0} tokens/s); train loss {first:.3} → {last:.3}",
+            tokens as f64 / seconds
+        );
+        for (step, loss) in &self.valid {
+            text += &format!("\n  validation loss after step {step}: {loss:.3}");
+        }
+        if let Some((per_token, peak)) = flops_per_token_and_peak {
+            let flops = per_token * tokens as f64 / seconds;
+            text += &format!(
+                "\n  MFU {:.1}% ({:.2} TFLOP/s of {:.0} peak)",
+                100.0 * flops / peak,
+                flops / 1e12,
+                peak / 1e12
+            );
+        }
+        text
+    }
+
     /// Draws the curve as an SVG at `path`: the training loss as a line, validation as points,
     /// step on x, loss on y (logarithmic with `log_scale`). Written to a temporary name and
     /// renamed, so a reader never sees half a file.

@@ -26,8 +26,8 @@ pub use block::{PhiAttention, PhiDecoderLayer, PhiMlp};
 pub use cache::KvCache;
 pub(crate) use init::FreshInit;
 pub use linear::PhiLinear;
-pub use params::{Leaf, ParamSource, Part};
 pub(crate) use params::{HfParam, hf_params};
+pub use params::{Leaf, ParamSource, Part};
 pub use rotary::PartialRotary;
 
 use crate::config::PhiConfig;
