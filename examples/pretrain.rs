@@ -134,7 +134,7 @@ impl BackendJob for Pretrain {
             run_args.steps - plan.resume_epoch.unwrap_or(0) * run_args.checkpoint_every;
         let tokens = done_steps * run_args.batch * accum * seq_len * args.devices;
 
-        let report = RunReport::read(&plan);
+        let report = RunReport::read(&plan.dir, plan.epochs, plan.steps_per_epoch, accum);
         let curve = run_args.out.join("loss.svg");
         report.write_svg(&curve, run_args.log_scale)?;
         let final_dir = run_args.out.join("final");

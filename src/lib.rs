@@ -17,11 +17,10 @@
 pub use phi_zoo_common as common;
 pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
 pub use phi_zoo_common::{
-    AdaptedPhi, Adapters, Checkpoint, ConfigDialect, Frozen, Generated, GeneratedText,
-    GenerationConfig, Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options,
-    ParamSource, Phi, PhiAdapters, PhiConfig, PhiError, PhiLinear, PhiTokenizer, Projection,
-    Result, Sampling, ShapeMismatch, StopReason, TextStream, TokenPicker, generate, generate_batch,
-    generate_text,
+    AdaptedPhi, Adapters, Checkpoint, ConfigDialect, Generated, GeneratedText, GenerationConfig,
+    Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options, ParamSource, Phi,
+    PhiAdapters, PhiConfig, PhiError, PhiLinear, PhiTokenizer, Projection, Result, Sampling,
+    ShapeMismatch, StopReason, TextStream, TokenPicker, generate, generate_batch, generate_text,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;
@@ -40,7 +39,7 @@ pub mod training;
 mod variant;
 
 #[cfg(feature = "train")]
-pub use phi_zoo_common::train::Recipe;
+pub use phi_zoo_common::train::{Frozen, Recipe};
 #[cfg(feature = "train")]
 pub use recipes::{NamedRecipe, recipe};
 pub use variant::Variant;

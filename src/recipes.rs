@@ -6,8 +6,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use phi_zoo_common::train::Recipe;
-
-use crate::{PhiConfig, PhiError, Result};
+use phi_zoo_common::{PhiConfig, PhiError, Result};
 
 /// A recipe in the repository's `recipes/` folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@ pub use checkpoint_files::{AtomicRecorder, DeferredDeletes, newest_checkpoint};
 pub use epoch_logger::EpochLogger;
 pub use mixtures::{DataSource, HELD_OUT_DOCUMENTS, RunMixtures, recipe_mixtures};
 pub use progress::RunProgress;
-pub use report::RunReport;
+pub use report::{RunReport, logged_metric};
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -284,19 +284,6 @@ pub fn resume_epoch(dir: &Path, resume: bool) -> Option<usize> {
         );
     }
     newest
-}
-
-/// The values (first column, one per micro-batch) of a metric log the learner wrote:
-/// `<dir>/<split>/epoch-<epoch>/<metric>.log`, with `_` for the spaces of the metric's name.
-/// `None` when there is no such log.
-pub fn logged_metric(dir: &Path, split: &str, epoch: usize, metric: &str) -> Option<Vec<f64>> {
-    let path = dir.join(format!("{split}/epoch-{epoch}/{metric}.log"));
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| l.split(',').next()?.trim().parse().ok())
-            .collect(),
-    )
 }
 
 /// Peak bf16 FLOP/s of GPU 0 as `nvidia-smi` names it, from the table of known devices; `None`

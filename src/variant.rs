@@ -4,7 +4,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{PhiConfig, phi1, phi1_5, phi2};
+use phi_zoo_common::PhiConfig;
+use phi_zoo_phi1 as phi1;
+use phi_zoo_phi1_5 as phi1_5;
+use phi_zoo_phi2 as phi2;
 
 /// A named Phi shape, with its published checkpoint where there is one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

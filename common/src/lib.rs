@@ -1,5 +1,8 @@
-//! phi-zoo-common: what every Phi variant shares — the config, the transformer over burn's
-//! `Backend`, and checkpoint loading and export.
+//! phi-zoo-common: what every Phi variant shares, grouped by concern: the config ([`config`]),
+//! the transformer over burn's `Backend` ([`model`]), checkpoint loading and export
+//! ([`checkpoint`]), the tokenizer ([`tokenizer`]), generation with sampling and streaming
+//! ([`generation`]), LoRA adapters ([`lora`]), and with the `train` feature the training steps,
+//! recipes and metrics (`train`).
 
 #![warn(missing_docs)]
 
@@ -7,12 +10,9 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
-pub mod frozen;
 pub mod generation;
 pub mod lora;
 pub mod model;
-pub mod sampling;
-pub mod streaming;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;
@@ -21,7 +21,8 @@ pub use batch::LmBatch;
 pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::{ConfigDialect, PhiConfig};
 pub use error::{PhiError, Result, ShapeMismatch};
-pub use frozen::Frozen;
+pub use generation::sampling::{Sampling, TokenPicker};
+pub use generation::streaming::{StreamStep, TextStream};
 pub use generation::{
     Generated, GeneratedText, GenerationConfig, StopReason, generate, generate_batch, generate_text,
 };
@@ -30,6 +31,6 @@ pub use model::{
     AdaptedPhi, Adapters, Input, KvCache, LanguageModel, Options, ParamSource, Phi, PhiLinear,
     PhiModel, Projection,
 };
-pub use sampling::{Sampling, TokenPicker};
-pub use streaming::{StreamStep, TextStream};
 pub use tokenizer::PhiTokenizer;
+#[cfg(feature = "train")]
+pub use train::Frozen;

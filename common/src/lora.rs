@@ -5,7 +5,7 @@
 //!
 //! Adapters live beside the model (`PhiAdapters`, one `LayerAdapters` per block) rather than
 //! inside its linears, so that a LoRA run's module, and so its optimizer state and checkpoints,
-//! hold only the adapters while the base `Phi` stays frozen (`crate::frozen::Frozen`).
+//! hold only the adapters while the base `Phi` stays frozen (`train::Frozen`, with the `train` feature).
 
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig};
@@ -41,45 +41,34 @@ impl LoraConfig {
         }
     }
 
-    /// Builds zero-effect adapters for `phi` (A drawn, B zero) on `device`.
+    /// Builds zero-effect adapters for `phi` (A drawn, B zero) on `device`, each sized from the
+    /// layer it adapts.
     pub fn init<B: Backend>(&self, phi: &Phi<B>, device: &B::Device) -> PhiAdapters<B> {
-        let config = phi.config();
-        let (hidden, inner, kv) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.kv_dim(),
-        );
-        let make = |target: LoraTarget| -> Option<LoraAdapter<B>> {
-            if !self.targets.contains(&target) {
-                return None;
-            }
-            let (d_in, d_out) = match target {
-                LoraTarget::Q | LoraTarget::Dense => (hidden, hidden),
-                LoraTarget::K | LoraTarget::V => (hidden, kv),
-                LoraTarget::Fc1 => (hidden, inner),
-                LoraTarget::Fc2 => (inner, hidden),
-            };
-            Some(LoraAdapter::new(
-                d_in,
-                d_out,
-                self.rank,
-                self.alpha,
-                self.dropout,
-                device,
-            ))
-        };
-        PhiAdapters {
-            layers: (0..config.num_hidden_layers)
-                .map(|_| LayerAdapters {
-                    q_proj: make(LoraTarget::Q),
-                    k_proj: make(LoraTarget::K),
-                    v_proj: make(LoraTarget::V),
-                    dense: make(LoraTarget::Dense),
-                    fc1: make(LoraTarget::Fc1),
-                    fc2: make(LoraTarget::Fc2),
-                })
-                .collect(),
-        }
+        let layers = phi
+            .model
+            .layers
+            .iter()
+            .map(|layer| {
+                let mut adapters = LayerAdapters::empty();
+                // In one fixed order, so the draws do not depend on how targets were listed.
+                for target in Projection::ALL
+                    .into_iter()
+                    .filter(|t| self.targets.contains(t))
+                {
+                    let [d_in, d_out] = layer.projection(target).dims();
+                    *adapters.slot_mut(target) = Some(LoraAdapter::new(
+                        d_in,
+                        d_out,
+                        self.rank,
+                        self.alpha,
+                        self.dropout,
+                        device,
+                    ));
+                }
+                adapters
+            })
+            .collect();
+        PhiAdapters { layers }
     }
 }
 
@@ -174,6 +163,30 @@ impl<B: Backend> LayerAdapters<B> {
         }
     }
 
+    /// No adapter on any projection.
+    fn empty() -> Self {
+        Self {
+            q_proj: None,
+            k_proj: None,
+            v_proj: None,
+            dense: None,
+            fc1: None,
+            fc2: None,
+        }
+    }
+
+    /// The slot of `projection`'s adapter.
+    fn slot_mut(&mut self, projection: Projection) -> &mut Option<LoraAdapter<B>> {
+        match projection {
+            Projection::Q => &mut self.q_proj,
+            Projection::K => &mut self.k_proj,
+            Projection::V => &mut self.v_proj,
+            Projection::Dense => &mut self.dense,
+            Projection::Fc1 => &mut self.fc1,
+            Projection::Fc2 => &mut self.fc2,
+        }
+    }
+
     /// The adapters present, in the order q, k, v, dense, fc1, fc2.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut LoraAdapter<B>> {
         [
@@ -211,18 +224,9 @@ impl<B: Backend> PhiAdapters<B> {
     /// `phi.forward_adapted(.., self)` does (without dropout).
     pub fn merge_into(&self, mut phi: Phi<B>) -> Phi<B> {
         for (layer, adapters) in phi.model.layers.iter_mut().zip(&self.layers) {
-            let attention = &mut layer.self_attn;
-            let mlp = &mut layer.mlp;
-            let slots: [(&mut PhiLinear<B>, &Option<LoraAdapter<B>>); 6] = [
-                (&mut attention.q_proj, &adapters.q_proj),
-                (&mut attention.k_proj, &adapters.k_proj),
-                (&mut attention.v_proj, &adapters.v_proj),
-                (&mut attention.dense, &adapters.dense),
-                (&mut mlp.fc1, &adapters.fc1),
-                (&mut mlp.fc2, &adapters.fc2),
-            ];
-            for (linear, adapter) in slots {
-                if let Some(adapter) = adapter {
+            for projection in Projection::ALL {
+                if let Some(adapter) = adapters.get(projection) {
+                    let linear = layer.projection_mut(projection);
                     *linear = adapter.merge_into(linear.clone());
                 }
             }

@@ -6,8 +6,6 @@ use std::path::Path;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
-use super::{RunPlan, logged_metric};
-
 /// The losses a run logged, by optimizer step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunReport {
@@ -19,19 +17,19 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Reads the logs of every epoch of `plan` in its folder (earlier runs' epochs included when
-    /// the run resumed).
-    pub fn read(plan: &RunPlan) -> Self {
-        let per_step = plan.grad_accum.max(1) as f64;
+    /// Reads the logs a run of `epochs` epochs of `steps_per_epoch` optimizer steps, each of
+    /// `grad_accum` micro-batches, wrote in `dir` (earlier runs' epochs included when it resumed).
+    pub fn read(dir: &Path, epochs: usize, steps_per_epoch: usize, grad_accum: usize) -> Self {
+        let per_step = grad_accum.max(1) as f64;
         let mut losses = vec![];
         let mut valid = vec![];
-        for epoch in 1..=plan.epochs {
-            losses.extend(logged_metric(&plan.dir, "train", epoch, "Loss").unwrap_or_default());
-            if let Some(values) = logged_metric(&plan.dir, "valid", epoch, "Loss")
+        for epoch in 1..=epochs {
+            losses.extend(logged_metric(dir, "train", epoch, "Loss").unwrap_or_default());
+            if let Some(values) = logged_metric(dir, "valid", epoch, "Loss")
                 && !values.is_empty()
             {
                 let mean = values.iter().sum::<f64>() / values.len() as f64;
-                valid.push((epoch * plan.steps_per_epoch, mean));
+                valid.push((epoch * steps_per_epoch, mean));
             }
         }
         let train = losses
@@ -176,4 +174,17 @@ impl RunReport {
             .draw()?;
         Ok(())
     }
+}
+
+/// The values (first column, one per micro-batch) of a metric log the learner wrote:
+/// `<dir>/<split>/epoch-<epoch>/<metric>.log`, with `_` for the spaces of the metric's name.
+/// `None` when there is no such log.
+pub fn logged_metric(dir: &Path, split: &str, epoch: usize, metric: &str) -> Option<Vec<f64>> {
+    let path = dir.join(format!("{split}/epoch-{epoch}/{metric}.log"));
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+            .collect(),
+    )
 }

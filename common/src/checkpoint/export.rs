@@ -106,12 +106,14 @@ fn hf_values<B: Backend>(model: &Phi<B>, part: Part, leaf: Leaf) -> Vec<f32> {
     };
     let layer = |i: usize| &body.layers[i];
     let data = match part {
+        Part::Q(i) | Part::K(i) | Part::V(i) | Part::Dense(i) | Part::Fc1(i) | Part::Fc2(i) => {
+            let (_, projection) = part
+                .projection()
+                .expect("every linear part is a projection");
+            linear(layer(i).projection(projection))
+        }
         Part::Embed => body.embed_tokens.weight.val().into_data(),
         Part::InputNorm(i) => norm(&layer(i).input_layernorm),
-        Part::Q(i) => linear(&layer(i).self_attn.q_proj),
-        Part::K(i) => linear(&layer(i).self_attn.k_proj),
-        Part::V(i) => linear(&layer(i).self_attn.v_proj),
-        Part::Dense(i) => linear(&layer(i).self_attn.dense),
         Part::QNorm(i) => norm(
             layer(i)
                 .self_attn
@@ -126,8 +128,6 @@ fn hf_values<B: Backend>(model: &Phi<B>, part: Part, leaf: Leaf) -> Vec<f32> {
                 .as_ref()
                 .expect("qk_layernorm"),
         ),
-        Part::Fc1(i) => linear(&layer(i).mlp.fc1),
-        Part::Fc2(i) => linear(&layer(i).mlp.fc2),
         Part::FinalNorm => norm(&body.final_layernorm),
         Part::Head => linear(&model.lm_head),
     };

@@ -62,6 +62,31 @@ pub struct PhiDecoderLayer<B: Backend> {
 }
 
 impl<B: Backend> PhiDecoderLayer<B> {
+    /// The linear layer behind `projection`: the one map from projection names to this block's
+    /// layers, which adapters, merging and export share.
+    pub fn projection(&self, projection: Projection) -> &PhiLinear<B> {
+        match projection {
+            Projection::Q => &self.self_attn.q_proj,
+            Projection::K => &self.self_attn.k_proj,
+            Projection::V => &self.self_attn.v_proj,
+            Projection::Dense => &self.self_attn.dense,
+            Projection::Fc1 => &self.mlp.fc1,
+            Projection::Fc2 => &self.mlp.fc2,
+        }
+    }
+
+    /// As [`projection`](Self::projection), to replace or update the layer.
+    pub fn projection_mut(&mut self, projection: Projection) -> &mut PhiLinear<B> {
+        match projection {
+            Projection::Q => &mut self.self_attn.q_proj,
+            Projection::K => &mut self.self_attn.k_proj,
+            Projection::V => &mut self.self_attn.v_proj,
+            Projection::Dense => &mut self.self_attn.dense,
+            Projection::Fc1 => &mut self.mlp.fc1,
+            Projection::Fc2 => &mut self.mlp.fc2,
+        }
+    }
+
     /// `h: [batch, seq, hidden]` → `[batch, seq, hidden]`; block number `layer` of the pass.
     pub(crate) fn forward(
         &self,

@@ -73,6 +73,11 @@ impl<B: Backend> PhiLinear<B> {
         }
     }
 
+    /// `[in, out]`: the widths of its input and output.
+    pub fn dims(&self) -> [usize; 2] {
+        self.weight.shape().dims::<2>()
+    }
+
     /// The weight as transformers stores it, `[out, in]`.
     pub fn weight_out_in(&self) -> Tensor<B, 2> {
         self.weight.val().transpose()

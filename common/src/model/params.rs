@@ -6,6 +6,7 @@
 use burn::nn::{Embedding, LayerNorm};
 use burn::prelude::*;
 
+use super::adapters::Projection;
 use super::linear::PhiLinear;
 use crate::config::PhiConfig;
 use crate::error::Result;
@@ -49,6 +50,21 @@ pub enum Part {
     FinalNorm,
     /// The language-model head.
     Head,
+}
+
+impl Part {
+    /// The block and projection of a linear layer; `None` for every other part.
+    pub fn projection(self) -> Option<(usize, Projection)> {
+        match self {
+            Part::Q(i) => Some((i, Projection::Q)),
+            Part::K(i) => Some((i, Projection::K)),
+            Part::V(i) => Some((i, Projection::V)),
+            Part::Dense(i) => Some((i, Projection::Dense)),
+            Part::Fc1(i) => Some((i, Projection::Fc1)),
+            Part::Fc2(i) => Some((i, Projection::Fc2)),
+            _ => None,
+        }
+    }
 }
 
 /// Which tensor of a module.

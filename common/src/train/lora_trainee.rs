@@ -9,9 +9,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use crate::batch::LmBatch;
-use crate::frozen::Frozen;
 use crate::lora::{LoraConfig, PhiAdapters};
 use crate::model::Phi;
+use crate::train::frozen::Frozen;
 use crate::train::step::LmStepOutput;
 use crate::train::trainee::{LmTrainee, StepSettings, optimizer_step};
 

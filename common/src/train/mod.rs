@@ -1,6 +1,7 @@
 //! Training pieces that belong with the model: the language-model batch, the loss, and burn-train's
 //! `TrainStep` / `InferenceStep` for `Phi`.
 
+pub mod frozen;
 pub mod lora_trainee;
 pub mod loss;
 pub mod metrics;
@@ -11,6 +12,7 @@ pub mod step;
 pub mod trainee;
 
 pub use crate::batch::LmBatch;
+pub use frozen::Frozen;
 pub use lora_trainee::LoraTrainee;
 pub use loss::lm_loss;
 pub use metrics::{PerplexityOfLoss, TokenRate, known_peak_bf16_flops};

@@ -9,9 +9,12 @@ use burn::prelude::*;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
 use crate::model::{LanguageModel, Options};
-use crate::sampling::{Sampling, TokenPicker};
-use crate::streaming::TextStream;
+pub mod sampling;
+pub mod streaming;
+
 use crate::tokenizer::PhiTokenizer;
+use sampling::{Sampling, TokenPicker};
+use streaming::TextStream;
 
 /// What to generate and how.
 #[derive(Clone, Debug, PartialEq)]
