@@ -20,7 +20,8 @@ pub use phi_zoo_common::{
     AdaptedPhi, Adapters, Checkpoint, ConfigDialect, Generated, GeneratedText, GenerationConfig,
     Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options, ParamSource, Phi,
     PhiAdapters, PhiConfig, PhiError, PhiLinear, PhiTokenizer, Projection, Result, Sampling,
-    ShapeMismatch, StopReason, TextStream, TokenPicker, generate, generate_batch, generate_text,
+    ShapeMismatch, StopReason, TextStream, TokenPicker, generate, generate_batch,
+    generate_batch_until, generate_text,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;
@@ -31,6 +32,7 @@ pub use phi_zoo_phi2 as phi2;
 pub use phi_zoo_common::checkpoint::{HubOptions, resolve_hub};
 
 pub mod backend;
+pub mod eval;
 pub mod memory;
 #[cfg(feature = "train")]
 pub mod recipes;

@@ -24,7 +24,8 @@ pub use error::{PhiError, Result, ShapeMismatch};
 pub use generation::sampling::{Sampling, TokenPicker};
 pub use generation::streaming::{StreamStep, TextStream};
 pub use generation::{
-    Generated, GeneratedText, GenerationConfig, StopReason, generate, generate_batch, generate_text,
+    Generated, GeneratedText, GenerationConfig, StopReason, generate, generate_batch,
+    generate_batch_until, generate_text,
 };
 pub use lora::{LoraConfig, LoraTarget, PhiAdapters};
 pub use model::{

@@ -30,6 +30,10 @@ impl FromStr for EmbeddedCorpus {
     }
 }
 
+/// Documents of each embedded corpus held out for validation (its last ones): pretraining
+/// validates on them and evaluation measures perplexity on them.
+pub const HELD_OUT_DOCUMENTS: usize = 100;
+
 /// Prompt-completion pairs in the CodeExercises manner (a function's signature and docstring,
 /// then its tested body), as JSONL: the default fine-tuning set.
 pub const EXERCISES_JSONL: &str = include_str!("../assets/exercises.jsonl");
@@ -101,6 +105,25 @@ impl EmbeddedCorpus {
             stored_documents(dir, &format!("{}-train", self.name()), train, tokenizer)?,
             stored_documents(dir, &format!("{}-valid", self.name()), valid, tokenizer)?,
         ))
+    }
+
+    /// The text of the last `n` documents: the part `split_stores` holds out for validation.
+    pub fn held_out_texts(self, n: usize) -> Result<Vec<String>> {
+        let documents: Vec<&str> = self.documents().collect();
+        documents[documents.len().saturating_sub(n)..]
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("text")?.as_str().map(str::to_string))
+                    .ok_or_else(|| {
+                        DataError::Invalid(format!(
+                            "the {} corpus has a line without text",
+                            self.name()
+                        ))
+                    })
+            })
+            .collect()
     }
 
     /// The JSONL lines, one document each.

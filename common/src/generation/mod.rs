@@ -167,8 +167,30 @@ pub fn generate_batch<B: Backend>(
     config: &GenerationConfig,
     device: &B::Device,
 ) -> Result<Vec<Generated>> {
+    let seeds = vec![config.seed; prompts.len()];
+    generate_batch_until(model, prompts, config, &seeds, device, |_, _| false)
+}
+
+/// `generate_batch` with a seed per row (samples of one prompt that differ), and `stop(row,
+/// new_ids)` asked after each of a row's tokens: `true` ends that row (`StopReason::Callback`)
+/// while the others go on; the batch ends when every row has.
+pub fn generate_batch_until<B: Backend>(
+    model: &(impl LanguageModel<B> + ?Sized),
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    seeds: &[u64],
+    device: &B::Device,
+    mut stop: impl FnMut(usize, &[u32]) -> bool,
+) -> Result<Vec<Generated>> {
     let (phi, adapters) = (model.phi(), model.adapters());
     let context = phi.config().max_position_embeddings;
+    if seeds.len() != prompts.len() {
+        return Err(PhiError::Input(format!(
+            "{} seeds for {} prompts",
+            seeds.len(),
+            prompts.len()
+        )));
+    }
     let mut pickers = Vec::with_capacity(prompts.len());
     for (row, prompt) in prompts.iter().enumerate() {
         if prompt.is_empty() {
@@ -180,7 +202,11 @@ pub fn generate_batch<B: Backend>(
                 prompt.len()
             )));
         }
-        let picker = config.picker()?;
+        let picker = GenerationConfig {
+            seed: seeds[row],
+            ..config.clone()
+        }
+        .picker()?;
         pickers.push(picker);
     }
     if prompts.is_empty() {
@@ -233,6 +259,8 @@ pub fn generate_batch<B: Backend>(
             next[row] = token;
             if config.eos_token_ids.contains(&token) {
                 stops[row] = Some(StopReason::Eos);
+            } else if stop(row, &outputs[row]) {
+                stops[row] = Some(StopReason::Callback);
             } else if cache.len() == context {
                 stops[row] = Some(StopReason::ContextFull);
             }

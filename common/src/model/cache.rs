@@ -103,6 +103,33 @@ impl<B: Backend> KvCache<B> {
         &self.pads
     }
 
+    /// A one-row cache copied into `rows` identical rows: one context shared by several
+    /// continuations (multiple-choice scoring runs the context once).
+    pub fn repeat_rows(&self, rows: usize) -> Self {
+        assert_eq!(self.batch(), 1, "repeat_rows copies a one-row cache");
+        let repeat = |t: &Option<Tensor<B, 4>>| {
+            Some(
+                t.as_ref()
+                    .expect("a layer cache always holds its tensors between calls")
+                    .clone()
+                    .repeat_dim(0, rows),
+            )
+        };
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|layer| LayerCache {
+                    keys: repeat(&layer.keys),
+                    values: repeat(&layer.values),
+                })
+                .collect(),
+            len: self.len,
+            capacity: self.capacity,
+            pads: vec![self.pads[0]; rows],
+        }
+    }
+
     /// Forgets every position (the memory is kept for the next sequence).
     pub fn clear(&mut self) {
         self.len = 0;
