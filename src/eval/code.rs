@@ -167,7 +167,9 @@ pub struct CodeSettings {
 }
 
 /// The completions of every problem, `settings.samples` each, generated `settings.batch` at a
-/// time; sample j of a problem draws with seed `generation.seed + j`. `progress(done, total)`.
+/// time; sample j of a problem draws with seed `generation.seed + j`. A prompt longer than the
+/// model's context minus the room for new tokens (at most half the context) keeps its last tokens,
+/// as lm-eval cuts generation prompts. `progress(done, total)`.
 pub fn generate_completions<B: Backend>(
     model: &(impl LanguageModel<B> + ?Sized),
     tokenizer: &PhiTokenizer,
@@ -179,9 +181,15 @@ pub fn generate_completions<B: Backend>(
     let jobs: Vec<(usize, usize)> = (0..problems.len())
         .flat_map(|p| (0..settings.samples).map(move |s| (p, s)))
         .collect();
+    let context = model.phi().config().max_position_embeddings;
+    let room = settings.generation.max_new_tokens.min(context / 2);
+    let keep = context - room;
     let prompts: Vec<Vec<u32>> = problems
         .iter()
-        .map(|p| tokenizer.encode(&p.prompt))
+        .map(|p| {
+            let ids = tokenizer.encode(&p.prompt)?;
+            Ok(ids[ids.len().saturating_sub(keep)..].to_vec())
+        })
         .collect::<Result<_>>()?;
     let stops: Vec<&str> = settings.stops.iter().map(String::as_str).collect();
     let mut completions = vec![Vec::with_capacity(settings.samples); problems.len()];

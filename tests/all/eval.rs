@@ -173,6 +173,56 @@ fn choice_scores_are_sums_of_full_forward_log_softmax_with_and_without_prefix_sh
     eprintln!("positions: {plain_counts:?} alone, {cached_counts:?} shared");
 }
 
+/// Code completions are generated as one batch with a seed per row and a stop test per row:
+/// rows stop on their own, and samples of one prompt differ by seed alone.
+#[test]
+fn batched_generation_stops_rows_alone_and_seeds_each_row() {
+    use phi_zoo::{GenerationConfig, Sampling, StopReason, generate, generate_batch_until};
+    let device = Default::default();
+    let phi = fixture::<Cpu>(&device);
+    let prompt = ids(5, phi.config().vocab_size, 11);
+    let config = GenerationConfig {
+        max_new_tokens: 8,
+        sampling: Some(Sampling {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            min_p: None,
+        }),
+        ..GenerationConfig::default()
+    };
+    let prompts = vec![prompt.clone(); 3];
+    let out = generate_batch_until(&phi, &prompts, &config, &[7, 7, 8], &device, |row, ids| {
+        row == 0 && ids.len() == 3
+    })
+    .unwrap();
+    assert_eq!((out[0].ids.len(), out[0].stop), (3, StopReason::Callback));
+    assert_eq!(
+        (out[1].ids.len(), out[1].stop),
+        (8, StopReason::MaxNewTokens)
+    );
+    // Row 0 is row 1 cut short (same seed); each equals generating alone with its seed.
+    assert_eq!(out[0].ids[..], out[1].ids[..3]);
+    for (row, seed) in [(1, 7), (2, 8)] {
+        let alone = generate(
+            &phi,
+            &prompt,
+            &GenerationConfig {
+                seed,
+                ..config.clone()
+            },
+            &device,
+            |_| std::ops::ControlFlow::Continue(()),
+        )
+        .unwrap();
+        assert_eq!(out[row].ids, alone.ids, "row {row}");
+    }
+    assert_ne!(
+        out[1].ids, out[2].ids,
+        "different seeds drew the same eight tokens"
+    );
+}
+
 #[test]
 fn acc_and_acc_norm_follow_lm_evals_definitions() {
     // Raw scores pick the short choice; per character, the long one.
@@ -408,7 +458,7 @@ fn every_raw_format_reads_into_lm_evals_prompts() {
 
 #[cfg(target_os = "linux")]
 mod sandbox {
-    use phi_zoo::eval::code::{HUMANEVAL_STOPS, cut_at_stops, humaneval};
+    use phi_zoo::eval::code::{HUMANEVAL_STOPS, cut_at_stops, humaneval, read_mbpp};
     use phi_zoo::eval::sandbox::{Sandbox, Verdict};
 
     fn threads() -> usize {
@@ -530,6 +580,55 @@ mod sandbox {
             let after = sandbox.run("assert 1 + 1 == 2\n");
             assert_eq!(after.verdict, Verdict::Passed, "after {name}: {after:?}");
         }
+    }
+
+    /// MBPP's original format: the paper's prompt with the tests shown; its reference code passes
+    /// through the sandbox (with its setup code), a wrong one fails.
+    #[test]
+    fn mbpp_problems_read_and_their_reference_code_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mbpp.jsonl");
+        let rows = [
+            serde_json::json!({
+                "task_id": 2,
+                "text": "Write a function to find the shared elements of two tuples.",
+                "code": "def shared(a, b):\n    return tuple(sorted(set(a) & set(b)))",
+                "test_list": ["assert shared((3, 4, 5), (5, 4, 10)) == (4, 5)", "assert shared((1,), (2,)) == ()"],
+                "test_setup_code": "",
+            }),
+            serde_json::json!({
+                "task_id": 3,
+                "text": "Write a function that scales a value by the module's factor.",
+                "code": "def scale(x):\n    return x * FACTOR",
+                "test_list": ["assert scale(2) == 6"],
+                "test_setup_code": "FACTOR = 3",
+            }),
+        ];
+        let text: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        let problems = read_mbpp(&path).unwrap();
+        assert_eq!(problems[0].task_id, "Mbpp/2");
+        assert_eq!(
+            problems[0].prompt,
+            "You are an expert Python programmer, and here is your task: Write a function to find \
+             the shared elements of two tuples. Your code should pass these tests:\n\n\
+             assert shared((3, 4, 5), (5, 4, 10)) == (4, 5)\nassert shared((1,), (2,)) == ()\n"
+        );
+        let sandbox = Sandbox::new().unwrap();
+        for problem in &problems {
+            let good = sandbox.run(&problem.program(problem.canonical.as_deref().unwrap()));
+            assert_eq!(
+                good.verdict,
+                Verdict::Passed,
+                "{}: {good:?}",
+                problem.task_id
+            );
+            let bad = sandbox.run(&problem.program("def shared(a, b):\n    return ()\n"));
+            assert_eq!(bad.verdict, Verdict::Failed, "{}", problem.task_id);
+        }
+        std::fs::write(&path, "{\"task_id\": 1}\n").unwrap();
+        let error = read_mbpp(&path).unwrap_err();
+        assert!(error.contains("mbpp.jsonl:1"), "{error}");
     }
 
     #[test]
