@@ -14,6 +14,8 @@
 //! cargo run --release --example eval -- --model DIR --task perplexity --data wiki.txt --stride 512
 //! cargo run --release --example eval -- --model DIR --task mbpp --data mbpp.jsonl --limit 100
 //! ```
+//!
+//! Linux only: the code tasks run in `eval::sandbox`, which needs Linux's namespaces and rlimits.
 
 mod cli;
 

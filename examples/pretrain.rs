@@ -137,6 +137,7 @@ impl BackendJob for Pretrain {
         let report = RunReport::read(&plan.dir, plan.epochs, plan.steps_per_epoch, accum);
         let curve = run_args.out.join("loss.svg");
         report.write_svg(&curve, run_args.log_scale)?;
+        report.write_png(&curve.with_extension("png"), run_args.log_scale)?;
         let final_dir = run_args.out.join("final");
         phi_zoo::training::export_model(&trained.phi, &tokenizer, &final_dir)?;
         let mfu = plan

@@ -12,6 +12,7 @@ use serde::Serialize;
 use sha2::Digest;
 
 use super::pass_at_k::mean_pass_at_k;
+#[cfg(target_os = "linux")]
 use super::sandbox::{CheckResult, Sandbox, Verdict};
 
 /// The embedded HumanEval file, as taken from the package.
@@ -247,7 +248,9 @@ pub struct CodeResult {
     pub detail: String,
 }
 
-/// Checks every completion in the sandbox, `threads` at a time.
+/// Checks every completion in the sandbox, `threads` at a time (Linux: the sandbox needs its
+/// namespaces and Landlock).
+#[cfg(target_os = "linux")]
 pub fn check_completions(
     sandbox: &Sandbox,
     problems: &[CodeProblem],

@@ -83,6 +83,38 @@ impl RunReport {
     /// step on x, loss on y (logarithmic with `log_scale`). Written to a temporary name and
     /// renamed, so a reader never sees half a file.
     pub fn write_svg(&self, path: &Path, log_scale: bool) -> std::io::Result<()> {
+        let mut svg = String::new();
+        self.draw_on(
+            SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area(),
+            log_scale,
+        )?;
+        let partial = path.with_extension("svg.partial");
+        std::fs::write(&partial, svg)?;
+        std::fs::rename(&partial, path)
+    }
+
+    /// The same curve as a PNG at `path` (pure Rust: no system fonts or image libraries).
+    pub fn write_png(&self, path: &Path, log_scale: bool) -> std::io::Result<()> {
+        register_font();
+        // The bitmap backend picks its encoder from the extension, so the temporary name keeps it.
+        let partial = path.with_extension("partial.png");
+        self.draw_on(
+            BitMapBackend::new(&partial, (800, 480)).into_drawing_area(),
+            log_scale,
+        )?;
+        std::fs::rename(&partial, path)
+    }
+
+    fn draw_on<DB>(
+        &self,
+        root: DrawingArea<DB, plotters::coord::Shift>,
+        log_scale: bool,
+    ) -> std::io::Result<()>
+    where
+        DB: DrawingBackend,
+        DB::ErrorType: 'static,
+    {
+        register_font();
         let values = || {
             self.train
                 .iter()
@@ -101,27 +133,20 @@ impl RunReport {
             .unwrap_or(1.0)
             .max(self.valid.last().map(|p| p.0 as f64).unwrap_or(1.0));
         let steps = 0.0..last_step.max(1.0);
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
-            let drawn = if log_scale {
-                let floor = (low * 0.9).max(1e-6);
-                self.draw(
-                    &root,
-                    steps,
-                    (floor..high * 1.1).log_scale(),
-                    "loss (log scale)",
-                )
-            } else {
-                self.draw(&root, steps, (low - pad).max(0.0)..high + pad, "loss")
-            };
-            drawn.map_err(|e| std::io::Error::other(e.to_string()))?;
-            root.present()
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
-        let partial = path.with_extension("svg.partial");
-        std::fs::write(&partial, svg)?;
-        std::fs::rename(&partial, path)
+        let drawn = if log_scale {
+            let floor = (low * 0.9).max(1e-6);
+            self.draw(
+                &root,
+                steps,
+                (floor..high * 1.1).log_scale(),
+                "loss (log scale)",
+            )
+        } else {
+            self.draw(&root, steps, (low - pad).max(0.0)..high + pad, "loss")
+        };
+        drawn.map_err(|e| std::io::Error::other(e.to_string()))?;
+        root.present()
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     fn draw<DB, Y>(
@@ -187,4 +212,17 @@ pub fn logged_metric(dir: &Path, split: &str, epoch: usize, metric: &str) -> Opt
             .filter_map(|l| l.split(',').next()?.trim().parse().ok())
             .collect(),
     )
+}
+
+/// Gives plotters its one font (the labels' `sans-serif`), once per process.
+fn register_font() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        )
+        .unwrap_or_else(|_| panic!("the embedded font parses"));
+    });
 }

@@ -180,6 +180,7 @@ fn pretrain_example_trains_checkpoints_and_resumes() {
         "final/config.json",
         "final/tokenizer.json",
         "loss.svg",
+        "loss.png",
     ] {
         assert!(out.path().join(file).is_file(), "{file} missing");
     }

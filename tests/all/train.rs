@@ -399,3 +399,42 @@ fn data_parallel_training_runs_through_burns_multi_device_strategy() {
     assert!(after.iter().all(|v| v.is_finite()));
     assert_ne!(before, after, "the optimizer stepped");
 }
+
+/// The loss curve has axes and labels, a log-scale variant, and a PNG that needs no system
+/// libraries; a run's logs read back by step.
+#[test]
+fn the_loss_curve_is_drawn_with_axes_in_svg_and_png() {
+    use phi_zoo::training::RunReport;
+    let dir = tempfile::tempdir().unwrap();
+    for epoch in 1..=2 {
+        for (split, values) in [("train", "5.0\n4.0\n"), ("valid", "4.5\n")] {
+            let logs = dir.path().join(format!("{split}/epoch-{epoch}"));
+            std::fs::create_dir_all(&logs).unwrap();
+            std::fs::write(logs.join("Loss.log"), values).unwrap();
+        }
+    }
+    // Two epochs of one step, each of two micro-batches.
+    let report = RunReport::read(dir.path(), 2, 1, 2);
+    assert_eq!(
+        report.train,
+        [(0.5, 5.0), (1.0, 4.0), (1.5, 5.0), (2.0, 4.0)]
+    );
+    assert_eq!(report.valid, [(1, 4.5), (2, 4.5)]);
+    for log_scale in [false, true] {
+        let svg = dir.path().join("loss.svg");
+        report.write_svg(&svg, log_scale).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        for label in [
+            "optimizer step",
+            "training loss",
+            "validation (after each epoch)",
+        ] {
+            assert!(text.contains(label), "{label} missing");
+        }
+        assert_eq!(text.contains("loss (log scale)"), log_scale);
+        let png = dir.path().join("loss.png");
+        report.write_png(&png, log_scale).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    }
+}
