@@ -6,6 +6,7 @@ pub mod choice;
 pub mod code;
 pub mod pass_at_k;
 pub mod perplexity;
+pub mod run;
 #[cfg(target_os = "linux")]
 pub mod sandbox;
 pub mod tasks;

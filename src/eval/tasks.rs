@@ -81,6 +81,19 @@ impl ChoiceTask {
         }
     }
 
+    /// Questions in phi-zoo's plain JSONL format from text; `origin` names it in errors.
+    pub fn parse_jsonl(text: &str, origin: &str) -> Result<Vec<ChoiceItem>, String> {
+        parse_lines(text, origin)?
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                ChoiceTask::Jsonl
+                    .question(row, i, None)
+                    .map_err(|e| format!("{origin}:{}: {e}", i + 1))
+            })
+            .collect()
+    }
+
     fn question(
         self,
         row: &Value,
@@ -421,12 +434,15 @@ fn sibling_labels(path: &Path) -> Result<Option<Vec<String>>, String> {
 /// Every non-empty line of a JSONL file, parsed.
 fn read_jsonl(path: &Path) -> Result<Vec<Value>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse_lines(&text, &path.display().to_string())
+}
+
+/// Every non-empty line of JSONL text, parsed; `origin` names it in errors.
+fn parse_lines(text: &str, origin: &str) -> Result<Vec<Value>, String> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
-        })
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{origin}:{}: {e}", i + 1)))
         .collect()
 }
 

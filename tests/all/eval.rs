@@ -641,3 +641,92 @@ mod sandbox {
         );
     }
 }
+
+/// `--task` and `--data` as the example takes them: a bare path goes to the one task that takes
+/// data, `task=PATH` otherwise; ambiguity and MBPP without data are refused.
+#[test]
+fn tasks_and_their_data_parse_as_the_command_line_gives_them() {
+    use phi_zoo::eval::run::Task;
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let defaults = Task::parse_all(&[], &[], ChoiceTask::Jsonl).unwrap();
+    assert_eq!(
+        defaults,
+        [
+            Task::Perplexity(None),
+            Task::Choice {
+                format: ChoiceTask::Jsonl,
+                data: None
+            },
+            Task::HumanEval
+        ]
+    );
+    let one = Task::parse_all(
+        &names(&["mc"]),
+        &names(&["hs.jsonl"]),
+        ChoiceTask::Hellaswag,
+    )
+    .unwrap();
+    assert_eq!(
+        one,
+        [Task::Choice {
+            format: ChoiceTask::Hellaswag,
+            data: Some("hs.jsonl".into())
+        }]
+    );
+    let two = Task::parse_all(
+        &names(&["perplexity", "mbpp"]),
+        &names(&["perplexity=wiki.txt", "mbpp=mbpp.jsonl"]),
+        ChoiceTask::Jsonl,
+    )
+    .unwrap();
+    assert_eq!(
+        two,
+        [
+            Task::Perplexity(Some("wiki.txt".into())),
+            Task::Mbpp("mbpp.jsonl".into())
+        ]
+    );
+    assert!(
+        Task::parse_all(&[], &names(&["x.jsonl"]), ChoiceTask::Jsonl)
+            .unwrap_err()
+            .contains("task=PATH")
+    );
+    assert!(
+        Task::parse_all(&names(&["mbpp"]), &[], ChoiceTask::Jsonl)
+            .unwrap_err()
+            .contains("mbpp needs")
+    );
+    assert!(
+        Task::parse_all(&names(&["bbh"]), &[], ChoiceTask::Jsonl)
+            .unwrap_err()
+            .contains("unknown task")
+    );
+}
+
+/// A corpus and the token store prepared from it are the same token stream for perplexity, with
+/// the same byte count.
+#[test]
+fn a_corpus_and_its_token_store_give_one_token_stream() {
+    use phi_zoo::datasets::{Corpus, PrepareOptions, prepare};
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write(
+        dir.path(),
+        "docs.jsonl",
+        "{\"text\": \"def add(a, b):\\n    return a + b\"}\n{\"text\": \"Plants need light.\"}\n",
+    );
+    let tokenizer = PhiTokenizer::bundled();
+    let (ids, bytes) = phi_zoo::eval::corpus_tokens(&jsonl, "text", &tokenizer).unwrap();
+    let store = dir.path().join("docs.store");
+    prepare(
+        &[Corpus::jsonl(&jsonl, "text")],
+        &tokenizer,
+        &store,
+        &PrepareOptions::default(),
+    )
+    .unwrap();
+    let (stored, stored_bytes) = phi_zoo::eval::corpus_tokens(&store, "text", &tokenizer).unwrap();
+    // The store ends each document with <|endoftext|>; the corpus stream only separates them.
+    assert_eq!(&stored[..ids.len()], &ids[..]);
+    assert_eq!(stored.len(), ids.len() + 1);
+    assert_eq!((bytes, stored_bytes), (49, 49));
+}

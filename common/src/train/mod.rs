@@ -1,4 +1,4 @@
-//! Training pieces that belong with the model: the language-model batch, the loss, and burn-train's
+//! Training pieces that belong with the model (the `train` feature): the loss, and burn-train's
 //! `TrainStep` / `InferenceStep` for `Phi`.
 
 pub mod frozen;
