@@ -80,7 +80,7 @@ impl BackendJob for Finetune {
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
         let Finetune {
             args,
-            mut checkpoint,
+            checkpoint,
             tokenizer,
             lora,
         } = self;
@@ -125,10 +125,8 @@ impl BackendJob for Finetune {
         );
 
         let loss_before = mean_loss(&checkpoint.load::<B>(&device)?, &valid, &device);
-        let d = recipe.dropout;
-        checkpoint.set_dropout(d.attention, d.resid, d.embd);
         B::seed(&device, run_args.seed);
-        let phi = checkpoint.load::<Autodiff<B>>(&device)?;
+        let phi = recipe.apply_dropout(checkpoint.load::<Autodiff<B>>(&device)?);
         let data = RunData::streams(
             Arc::new(train),
             Arc::new(valid.clone()),

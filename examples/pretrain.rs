@@ -79,8 +79,7 @@ impl BackendJob for Pretrain {
             seq_len,
         } = self;
         let run_args = &args.run;
-        let mut config = args.config.config();
-        recipe.apply_dropout(&mut config);
+        let config = args.config.config();
         let tokenizer = PhiTokenizer::bundled();
         let data = recipe_mixtures(
             &recipe,
@@ -115,7 +114,7 @@ impl BackendJob for Pretrain {
         );
         B::seed(&device, run_args.seed);
         let trainee = Trainee::new(
-            Phi::<Autodiff<B>>::new(&config, &device),
+            recipe.apply_dropout(Phi::<Autodiff<B>>::new(&config, &device)),
             recipe.step_settings(),
         );
         let devices = phi_zoo::backend::devices_like::<B>(&device, args.devices);

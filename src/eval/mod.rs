@@ -35,19 +35,47 @@ pub fn corpus_tokens(
         let bytes = tokenizer.decode(&text_ids).map_err(tokenizer_error)?.len() as u64;
         return Ok((ids, bytes));
     }
-    let eos = tokenizer
-        .eos_id()
-        .ok_or_else(|| DataError::Tokenizer("the tokenizer has no <|endoftext|>".into()))?;
     let corpus = Corpus::detect(path, field)?;
-    let (mut ids, mut bytes) = (vec![], 0u64);
+    let mut joined = JoinedTokens::new(tokenizer)?;
     let mut report = ReadReport::default();
     corpus.read(OnMalformed::Fail, &mut report, &mut |document| {
-        if !ids.is_empty() {
-            ids.push(eos);
-        }
-        bytes += document.len() as u64;
-        ids.extend(tokenizer.encode(&document).map_err(tokenizer_error)?);
-        Ok(())
+        joined.push(&document).map_err(tokenizer_error)
     })?;
-    Ok((ids, bytes))
+    Ok((joined.ids, joined.bytes))
+}
+
+/// Documents as one token stream, joined by `<|endoftext|>` as token stores join them, and the
+/// bytes of text they hold.
+pub struct JoinedTokens<'a> {
+    tokenizer: &'a PhiTokenizer,
+    eos: u32,
+    /// The stream so far.
+    pub ids: Vec<u32>,
+    /// UTF-8 bytes of the documents so far.
+    pub bytes: u64,
+}
+
+impl<'a> JoinedTokens<'a> {
+    /// An empty stream; the tokenizer must have `<|endoftext|>`.
+    pub fn new(tokenizer: &'a PhiTokenizer) -> Result<Self, DataError> {
+        let eos = tokenizer
+            .eos_id()
+            .ok_or_else(|| DataError::Tokenizer("the tokenizer has no <|endoftext|>".into()))?;
+        Ok(Self {
+            tokenizer,
+            eos,
+            ids: vec![],
+            bytes: 0,
+        })
+    }
+
+    /// Appends `document`, after an `<|endoftext|>` unless it is the first.
+    pub fn push(&mut self, document: &str) -> phi_zoo_common::Result<()> {
+        if !self.ids.is_empty() {
+            self.ids.push(self.eos);
+        }
+        self.bytes += document.len() as u64;
+        self.ids.extend(self.tokenizer.encode(document)?);
+        Ok(())
+    }
 }

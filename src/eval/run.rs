@@ -209,24 +209,14 @@ fn perplexity_task<B: Backend>(
         }
         None => {
             // What pretraining validated on: the last documents of each corpus of its mixture.
-            let eos = tokenizer
-                .eos_id()
-                .ok_or_else(|| input("the tokenizer has no <|endoftext|>"))?;
-            let (mut ids, mut bytes) = (vec![], 0u64);
+            let mut joined = super::JoinedTokens::new(tokenizer).map_err(input)?;
             for corpus in [EmbeddedCorpus::Code, EmbeddedCorpus::Synthetic] {
                 for text in corpus.held_out_texts(HELD_OUT_DOCUMENTS).map_err(input)? {
-                    if !ids.is_empty() {
-                        ids.push(eos);
-                    }
-                    bytes += text.len() as u64;
-                    ids.extend(tokenizer.encode(&text)?);
+                    joined.push(&text)?;
                 }
             }
-            (
-                ids,
-                bytes,
-                "the embedded corpora's held-out documents".to_string(),
-            )
+            let source = "the embedded corpora's held-out documents".to_string();
+            (joined.ids, joined.bytes, source)
         }
     };
     if let Some(limit) = settings.limit {

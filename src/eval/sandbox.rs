@@ -320,17 +320,9 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: one system call.
+        // SAFETY: system calls only.
         unsafe {
-            command.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNET) == 0 {
-                    return Ok(());
-                }
-                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == 0 {
-                    return Ok(());
-                }
-                Err(std::io::Error::last_os_error())
-            });
+            command.pre_exec(enter_network_namespace);
         }
         command.status().is_ok_and(|s| s.success())
     }
@@ -398,11 +390,8 @@ impl ChildSetup {
             if libc::setsid() < 0 {
                 return fail();
             }
-            if self.network_namespace
-                && libc::unshare(libc::CLONE_NEWNET) != 0
-                && libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) != 0
-            {
-                return fail();
+            if self.network_namespace {
+                enter_network_namespace()?;
             }
             for &(resource, value) in &self.limits {
                 let limit = libc::rlimit {
@@ -432,6 +421,20 @@ impl ChildSetup {
         }
         Ok(())
     }
+}
+
+/// Moves the calling process (a child between fork and exec) into a network namespace of its own:
+/// directly as root, else through a user namespace of its own. Async-signal-safe.
+fn enter_network_namespace() -> std::io::Result<()> {
+    // SAFETY: plain system calls.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) == 0
+            || libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) == 0
+        {
+            return Ok(());
+        }
+    }
+    Err(std::io::Error::last_os_error())
 }
 
 /// A user id no other check uses.

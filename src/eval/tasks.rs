@@ -64,32 +64,33 @@ impl ChoiceTask {
 
     /// Reads `path` into questions; `shots` examples precede each MMLU question.
     pub fn read(self, path: &Path, shots: usize) -> Result<Vec<ChoiceItem>, String> {
-        match self {
-            ChoiceTask::Mmlu => read_mmlu(path, shots),
-            _ => {
-                let labels = sibling_labels(path)?;
-                let rows = read_jsonl(path)?;
-                rows.iter()
-                    .enumerate()
-                    .map(|(i, row)| {
-                        let label = labels.as_ref().and_then(|l| l.get(i).cloned());
-                        self.question(row, i, label)
-                            .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))
-                    })
-                    .collect()
-            }
+        if self == ChoiceTask::Mmlu {
+            return read_mmlu(path, shots);
         }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.questions(&text, &path.display().to_string(), sibling_labels(path)?)
     }
 
     /// Questions in phi-zoo's plain JSONL format from text; `origin` names it in errors.
     pub fn parse_jsonl(text: &str, origin: &str) -> Result<Vec<ChoiceItem>, String> {
+        ChoiceTask::Jsonl.questions(text, origin, None)
+    }
+
+    /// The questions of JSONL `text` in this format; `labels` (a labels file's lines) give the
+    /// answers of formats that keep them apart. Errors name `origin` and the line.
+    fn questions(
+        self,
+        text: &str,
+        origin: &str,
+        labels: Option<Vec<String>>,
+    ) -> Result<Vec<ChoiceItem>, String> {
         parse_lines(text, origin)?
             .iter()
             .enumerate()
-            .map(|(i, row)| {
-                ChoiceTask::Jsonl
-                    .question(row, i, None)
-                    .map_err(|e| format!("{origin}:{}: {e}", i + 1))
+            .map(|(i, (line, row))| {
+                let label = labels.as_ref().and_then(|l| l.get(i).cloned());
+                self.question(row, i, label)
+                    .map_err(|e| format!("{origin}:{line}: {e}"))
             })
             .collect()
     }
@@ -431,18 +432,16 @@ fn sibling_labels(path: &Path) -> Result<Option<Vec<String>>, String> {
     Ok(Some(text.lines().map(|l| l.trim().to_string()).collect()))
 }
 
-/// Every non-empty line of a JSONL file, parsed.
-fn read_jsonl(path: &Path) -> Result<Vec<Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_lines(&text, &path.display().to_string())
-}
-
-/// Every non-empty line of JSONL text, parsed; `origin` names it in errors.
-fn parse_lines(text: &str, origin: &str) -> Result<Vec<Value>, String> {
+/// Every non-empty line of JSONL text, parsed, with its 1-based line number; `origin` names the
+/// text in errors.
+fn parse_lines(text: &str, origin: &str) -> Result<Vec<(usize, Value)>, String> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{origin}:{}: {e}", i + 1)))
+        .map(|(i, l)| {
+            let row = serde_json::from_str(l).map_err(|e| format!("{origin}:{}: {e}", i + 1))?;
+            Ok((i + 1, row))
+        })
         .collect()
 }
 

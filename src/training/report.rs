@@ -95,7 +95,6 @@ impl RunReport {
 
     /// The same curve as a PNG at `path` (pure Rust: no system fonts or image libraries).
     pub fn write_png(&self, path: &Path, log_scale: bool) -> std::io::Result<()> {
-        register_font();
         // The bitmap backend picks its encoder from the extension, so the temporary name keeps it.
         let partial = path.with_extension("partial.png");
         self.draw_on(

@@ -222,14 +222,6 @@ impl Checkpoint {
         &self.config
     }
 
-    /// Sets the dropout the loaded model trains with (a recipe's); the weights' shapes are not
-    /// affected, and dropout is inactive outside training.
-    pub fn set_dropout(&mut self, attention: f64, resid: f64, embd: f64) {
-        self.config.attention_dropout = attention;
-        self.config.resid_pdrop = resid;
-        self.config.embd_pdrop = embd;
-    }
-
     /// The checkpoint's folder (where a tokenizer.json would sit).
     pub fn dir(&self) -> &Path {
         &self.dir

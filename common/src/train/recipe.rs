@@ -8,11 +8,12 @@ use std::path::Path;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig};
+use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
+use crate::model::Phi;
 use crate::train::schedule::{PhiLrScheduler, Schedule};
 use crate::train::trainee::StepSettings;
 
@@ -258,11 +259,10 @@ impl Recipe {
         }
     }
 
-    /// Puts the recipe's dropout into a model config.
-    pub fn apply_dropout(&self, config: &mut PhiConfig) {
-        config.attention_dropout = self.dropout.attention;
-        config.resid_pdrop = self.dropout.resid;
-        config.embd_pdrop = self.dropout.embd;
+    /// `phi` with the recipe's dropout (in its layers and its config), fresh or loaded.
+    pub fn apply_dropout<B: Backend>(&self, phi: Phi<B>) -> Phi<B> {
+        let d = self.dropout;
+        phi.with_dropout(d.attention, d.resid, d.embd)
     }
 
     /// Clipping and weight decay, as the training step applies them.
