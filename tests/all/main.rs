@@ -1,6 +1,7 @@
 //! phi-zoo's integration tests, in one binary (one link) with a module per concern.
 
 mod bad_input;
+mod batching;
 mod crash_safety;
 mod decode;
 mod eval;

@@ -9,6 +9,7 @@ use burn::prelude::*;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
 use crate::model::{LanguageModel, Options};
+pub mod continuous;
 pub mod sampling;
 pub mod streaming;
 

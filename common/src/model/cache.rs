@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use crate::config::PhiConfig;
+use crate::error::{PhiError, Result};
 
 /// One layer's keys and values, `[batch, kv_heads, capacity, head_dim]` each.
 #[derive(Debug)]
@@ -133,6 +134,141 @@ impl<B: Backend> KvCache<B> {
     /// Forgets every position (the memory is kept for the next sequence).
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Rows the tensors have room for (at least `batch()`): rows join up to this without a copy.
+    pub fn rows_allocated(&self) -> usize {
+        self.tensors().next().map_or(0, |t| t.dims()[0])
+    }
+
+    /// Makes room for at least `rows` rows and `capacity` slots per row, copying what is held
+    /// into larger tensors when the present ones are too small (callers grow geometrically).
+    pub fn reserve(&mut self, rows: usize, capacity: usize) {
+        let (old_rows, old_capacity) = (self.rows_allocated(), self.capacity);
+        if rows <= old_rows && capacity <= old_capacity {
+            return;
+        }
+        let (rows, capacity) = (rows.max(old_rows), capacity.max(old_capacity));
+        let (batch, len) = (self.batch(), self.len);
+        for slot in self.tensors_mut() {
+            let old = slot.take().expect("a layer cache holds its tensors");
+            let [_, heads, _, dim] = old.dims();
+            let mut grown = Tensor::zeros([rows, heads, capacity, dim], &old.device());
+            if batch > 0 && len > 0 {
+                let held = [0..batch, 0..heads, 0..len, 0..dim];
+                grown = grown.slice_assign(held.clone(), old.slice(held));
+            }
+            *slot = Some(grown);
+        }
+        self.capacity = capacity;
+    }
+
+    /// Adds the sequence a one-row cache holds as a new last row, its positions ending where this
+    /// cache's end (left padding before them), so it decodes in step with the other rows. A cache
+    /// with no rows takes the sequence's length. The row must fit: `reserve` and `shift` first.
+    pub fn push_row(&mut self, row: &KvCache<B>) -> Result<()> {
+        if row.batch() != 1 {
+            return Err(PhiError::Input(format!(
+                "push_row takes a one-row cache, not one of {} rows",
+                row.batch()
+            )));
+        }
+        let content = row.len - row.pads[0];
+        if self.pads.is_empty() {
+            self.len = content;
+        }
+        if content > self.len || self.len > self.capacity || self.batch() == self.rows_allocated() {
+            return Err(PhiError::Input(format!(
+                "a row of {content} positions does not fit a cache of {} rows × {} slots with {} \
+                 of {} rows used and {} slots filled",
+                self.rows_allocated(),
+                self.capacity,
+                self.batch(),
+                self.rows_allocated(),
+                self.len
+            )));
+        }
+        let (r, len) = (self.batch(), self.len);
+        let pad = len - content;
+        for (slot, source) in self.tensors_mut().zip(row.tensors()) {
+            let [_, heads, _, dim] = source.dims();
+            let taken = source
+                .clone()
+                .slice([0..1, 0..heads, row.pads[0]..row.len, 0..dim]);
+            let stored = slot.take().expect("a layer cache holds its tensors");
+            *slot = Some(stored.slice_assign([r..r + 1, 0..heads, pad..len, 0..dim], taken));
+        }
+        self.pads.push(pad);
+        Ok(())
+    }
+
+    /// Removes row `row`, moving the last row into its place (as `Vec::swap_remove`); the
+    /// caller's per-row state must follow the same move. The last row out empties the cache.
+    pub fn swap_remove_row(&mut self, row: usize) {
+        let last = self.batch() - 1;
+        if row != last {
+            let len = self.len;
+            for slot in self.tensors_mut() {
+                let stored = slot.take().expect("a layer cache holds its tensors");
+                let [_, heads, _, dim] = stored.dims();
+                let moved = stored
+                    .clone()
+                    .slice([last..last + 1, 0..heads, 0..len, 0..dim]);
+                *slot = Some(stored.slice_assign([row..row + 1, 0..heads, 0..len, 0..dim], moved));
+            }
+        }
+        self.pads.swap_remove(row);
+        if self.pads.is_empty() {
+            self.len = 0;
+        }
+    }
+
+    /// Moves every row's positions so they end at slot `new_len` instead of `len()`: later, to
+    /// line the rows up with a longer sequence joining them; earlier, to reclaim the padding all
+    /// rows share when the slots run out. Each row's padding changes by the same amount.
+    pub fn shift(&mut self, new_len: usize) -> Result<()> {
+        let len = self.len;
+        let shared_pad = self.pads.iter().copied().min().unwrap_or(len);
+        if new_len > self.capacity || new_len + shared_pad < len {
+            return Err(PhiError::Input(format!(
+                "cannot move positions ending at {len} to end at {new_len}: {} slots, {shared_pad} \
+                 padding shared by every row",
+                self.capacity
+            )));
+        }
+        if new_len == len {
+            return Ok(());
+        }
+        let batch = self.batch();
+        // Columns from..len move to to..new_len; a right shift keeps the padding it moves too.
+        let from = len.saturating_sub(new_len).min(len);
+        let to = new_len.saturating_sub(len);
+        for slot in self.tensors_mut() {
+            let stored = slot.take().expect("a layer cache holds its tensors");
+            let [_, heads, _, dim] = stored.dims();
+            let moved = stored
+                .clone()
+                .slice([0..batch, 0..heads, from..len, 0..dim]);
+            *slot = Some(stored.slice_assign([0..batch, 0..heads, to..new_len, 0..dim], moved));
+        }
+        for pad in &mut self.pads {
+            *pad = *pad + new_len - len;
+        }
+        self.len = new_len;
+        Ok(())
+    }
+
+    fn tensors(&self) -> impl Iterator<Item = &Tensor<B, 4>> {
+        self.layers
+            .iter()
+            .flat_map(|l| [l.keys.as_ref(), l.values.as_ref()])
+            .map(|t| t.expect("a layer cache holds its tensors"))
+    }
+
+    fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Option<Tensor<B, 4>>> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.keys, &mut l.values])
     }
 
     pub(crate) fn advance(&mut self, positions: usize) {
