@@ -36,6 +36,8 @@ pub mod eval;
 pub mod memory;
 #[cfg(feature = "train")]
 pub mod recipes;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod training;
 mod variant;

@@ -98,7 +98,7 @@ pub struct BatchSettings {
 }
 
 /// Counts of what the batcher has done to its cache, for logs and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BatchStats {
     /// Decode steps run (one token for every running row each).
     pub decode_steps: usize,
