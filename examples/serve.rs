@@ -70,6 +70,7 @@ struct Serve<'a> {
     checkpoint: Option<&'a Checkpoint>,
     tokenizer: PhiTokenizer,
     options: ServeOptions,
+    name: String,
 }
 
 impl BackendJob for Serve<'_> {
@@ -85,13 +86,7 @@ impl BackendJob for Serve<'_> {
         println!("listening on http://{}", server.addr());
         eprintln!(
             "serving {:?}: batches of up to {}, {} positions per request, prefill chunks of {}",
-            self.args
-                .served_model_name
-                .as_deref()
-                .unwrap_or(&self.args.model.model),
-            settings.max_batch,
-            settings.max_context,
-            settings.prefill_chunk
+            self.name, settings.max_batch, settings.max_context, settings.prefill_chunk
         );
         match self.args.serve_seconds {
             Some(seconds) => {
@@ -150,6 +145,7 @@ fn main() -> Result<()> {
             checkpoint: checkpoint.as_ref(),
             tokenizer,
             options,
+            name,
         })
         .context("serving")?
 }

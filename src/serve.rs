@@ -109,9 +109,11 @@ impl Server {
             .unwrap_or(config.max_position_embeddings)
             .min(config.max_position_embeddings);
         let settings = BatchSettings {
-            max_batch: options
-                .max_batch
-                .min(max_batch_for_memory(&model, max_context, options.cache_memory)),
+            max_batch: options.max_batch.min(max_batch_for_memory(
+                &model,
+                max_context,
+                options.cache_memory,
+            )),
             max_context,
             prefill_chunk: options.prefill_chunk,
         };
@@ -121,8 +123,8 @@ impl Server {
                  (and the KV cache must fit in memory)"
             )));
         }
-        let listener = std::net::TcpListener::bind((options.host.as_str(), options.port))
-            .map_err(|e| {
+        let listener =
+            std::net::TcpListener::bind((options.host.as_str(), options.port)).map_err(|e| {
                 PhiError::Input(format!(
                     "cannot listen on {}:{}: {e}",
                     options.host, options.port
@@ -234,7 +236,11 @@ fn join(thread: JoinHandle<Result<()>>) -> Result<()> {
 
 /// The most rows whose KV cache (`max_context` positions each) fits in `budget` bytes (default:
 /// half the memory available now).
-fn max_batch_for_memory<B: Backend>(model: &Phi<B>, max_context: usize, budget: Option<u64>) -> usize {
+fn max_batch_for_memory<B: Backend>(
+    model: &Phi<B>,
+    max_context: usize,
+    budget: Option<u64>,
+) -> usize {
     let config = model.config();
     let element = model.lm_head.weight.val().dtype().size() as u64;
     let per_position = 2

@@ -156,7 +156,9 @@ pub(crate) async fn drive(
                 }
             }
             Event::Finished(finish) => {
-                let rest = stream.finish().map_err(|e| ApiError::server(e.to_string()))?;
+                let rest = stream
+                    .finish()
+                    .map_err(|e| ApiError::server(e.to_string()))?;
                 out.finish_reason = match finish {
                     Finish::Eos => "stop",
                     Finish::Length => "length",
@@ -176,7 +178,9 @@ pub(crate) async fn drive(
             Event::Failed(message) => return Err(ApiError::server(message)),
         }
     }
-    Err(ApiError::server("the engine stopped before the request finished"))
+    Err(ApiError::server(
+        "the engine stopped before the request finished",
+    ))
 }
 
 /// Records a piece in the choice and hands it on.

@@ -16,16 +16,31 @@ pub const MAX_LOGPROBS: usize = 20;
 pub const MAX_STOPS: usize = 16;
 const MAX_STOP_BYTES: usize = 256;
 
-/// Parses a JSON body into `T`: a syntax error or a field of the wrong type is a 400 naming where.
-pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// Parses a JSON body: a syntax error, or anything but an object, is a 400.
+pub fn parse_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(path.clone(), format!("{path}: {}", e.inner()))
+    Ok(value)
+}
+
+/// Reads `T`'s fields from a parsed body; a field of the wrong type is a 400 naming it. Several
+/// types may read one body (each ignores the others' fields).
+pub fn fields<T: DeserializeOwned>(body: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let message = e.inner().to_string();
+        // A missing field is reported at its parent; the message names it.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let path = match (e.path().to_string(), missing) {
+            (path, Some(field)) if path == "." => field.to_string(),
+            (path, Some(field)) => format!("{path}.{field}"),
+            (path, None) => path,
+        };
+        ApiError::invalid(path.clone(), format!("{path}: {message}"))
     })
 }
 
@@ -60,7 +75,7 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// The generation settings both endpoints share.
+/// The generation settings both endpoints share (read from the same body as the endpoint's own).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct GenerationFields {
     /// The served model's name.
@@ -108,9 +123,6 @@ pub struct CompletionRequest {
     pub best_of: Option<i64>,
     /// Not supported: must be absent.
     pub suffix: Option<String>,
-    /// Everything else.
-    #[serde(flatten)]
-    pub generation: GenerationFields,
 }
 
 /// One chat message.
@@ -151,9 +163,6 @@ pub struct ChatRequest {
     pub max_completion_tokens: Option<i64>,
     /// Not supported: must be absent or false.
     pub logprobs: Option<bool>,
-    /// Everything else.
-    #[serde(flatten)]
-    pub generation: GenerationFields,
 }
 
 /// Validated generation settings.
@@ -243,7 +252,10 @@ impl GenerationFields {
             }
         }
         if self.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-            return Err(ApiError::invalid("logit_bias", "logit_bias is not supported"));
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "logit_bias is not supported",
+            ));
         }
         let stop = match &self.stop {
             None => Vec::new(),

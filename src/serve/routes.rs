@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
@@ -13,7 +14,6 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use futures_util::future::join_all;
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -22,7 +22,9 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 use super::choice::{ChoiceOut, ChoiceSpec, Piece, drive, submit};
 use super::error::ApiError;
-use super::request::{ChatRequest, CompletionRequest, Plan, PromptInput, parse_body};
+use super::request::{
+    ChatRequest, CompletionRequest, GenerationFields, Plan, PromptInput, fields, parse_body,
+};
 use super::state::{AppState, unix_now};
 
 /// The router over `state`, refusing bodies over `body_limit` bytes.
@@ -133,7 +135,10 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(json!({ "status": if status.alive { "ok" } else { "stopped" }, "engine": status })))
+    (
+        code,
+        Json(json!({ "status": if status.alive { "ok" } else { "stopped" }, "engine": status })),
+    )
         .into_response()
 }
 
@@ -173,7 +178,7 @@ async fn tokenize(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let request: TokenizeRequest = parse_body(&body_bytes(body)?)?;
+    let request: TokenizeRequest = fields(&parse_body(&body_bytes(body)?)?)?;
     let tokens = state
         .tokenizer
         .encode(&request.prompt)
@@ -194,7 +199,7 @@ async fn detokenize(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let request: DetokenizeRequest = parse_body(&body_bytes(body)?)?;
+    let request: DetokenizeRequest = fields(&parse_body(&body_bytes(body)?)?)?;
     let ids = checked_ids(&state, &request.tokens, "tokens")?;
     let prompt = state
         .tokenizer
@@ -230,7 +235,8 @@ fn prompts(state: &AppState, input: PromptInput) -> Result<Vec<(Vec<u32>, String
             .tokenizer
             .encode(&text)
             .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-        Ok((ids, text))
+        let wide: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+        Ok((checked_ids(state, &wide, "prompt")?, text))
     };
     let decode = |ids: Vec<i64>| -> Result<(Vec<u32>, String), ApiError> {
         let ids = checked_ids(state, &ids, "prompt")?;
@@ -252,7 +258,10 @@ fn prompts(state: &AppState, input: PromptInput) -> Result<Vec<(Vec<u32>, String
     if prompts.len() > super::request::MAX_CHOICES {
         return Err(ApiError::invalid(
             "prompt",
-            format!("at most {} prompts per request", super::request::MAX_CHOICES),
+            format!(
+                "at most {} prompts per request",
+                super::request::MAX_CHOICES
+            ),
         ));
     }
     Ok(prompts)
@@ -269,10 +278,12 @@ async fn completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: CompletionRequest = parse_body(&body_bytes(body)?)?;
-    check_model(&state, &request.generation.model)?;
+    let body = parse_body(&body_bytes(body)?)?;
+    let generation: GenerationFields = fields(&body)?;
+    let request: CompletionRequest = fields(&body)?;
+    check_model(&state, &generation.model)?;
     request.check_unsupported()?;
-    let plan = request.generation.plan(Some(16))?;
+    let plan = generation.plan(Some(16))?;
     let logprobs = request.logprobs()?;
     let echo = request.echo.unwrap_or(false);
     let input = request
@@ -320,19 +331,20 @@ async fn chat_completions(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: ChatRequest = parse_body(&body_bytes(body)?)?;
-    check_model(&state, &request.generation.model)?;
+    let body = parse_body(&body_bytes(body)?)?;
+    let mut generation: GenerationFields = fields(&body)?;
+    let request: ChatRequest = fields(&body)?;
+    check_model(&state, &generation.model)?;
     if request.logprobs == Some(true) {
         return Err(ApiError::invalid(
             "logprobs",
             "chat log-probabilities are not supported: use /v1/completions",
         ));
     }
-    let mut fields = request.generation.clone();
-    if fields.max_tokens.is_none() {
-        fields.max_tokens = request.max_completion_tokens;
+    if generation.max_tokens.is_none() {
+        generation.max_tokens = request.max_completion_tokens;
     }
-    let mut plan = fields.plan(None)?;
+    let mut plan = generation.plan(None)?;
     plan.stop.extend(state.chat.stop.iter().cloned());
     let text = state.chat.render(&request.messages)?;
     let ids = state
@@ -436,7 +448,9 @@ async fn respond(state: Arc<AppState>, planned: Planned, kind: Kind) -> Result<R
 fn stream_response(
     state: Arc<AppState>,
     planned: Planned,
-    receivers: Vec<tokio::sync::mpsc::UnboundedReceiver<phi_zoo_common::generation::continuous::Event>>,
+    receivers: Vec<
+        tokio::sync::mpsc::UnboundedReceiver<phi_zoo_common::generation::continuous::Event>,
+    >,
     kind: Kind,
     id: String,
     created: u64,
@@ -528,8 +542,12 @@ fn finish_chunk(
     match out {
         Ok(out) => {
             let body = match kind {
-                Kind::Completion => json!({"index": index, "text": "", "logprobs": null, "finish_reason": out.finish_reason}),
-                Kind::Chat => json!({"index": index, "delta": {}, "finish_reason": out.finish_reason}),
+                Kind::Completion => {
+                    json!({"index": index, "text": "", "logprobs": null, "finish_reason": out.finish_reason})
+                }
+                Kind::Chat => {
+                    json!({"index": index, "delta": {}, "finish_reason": out.finish_reason})
+                }
             };
             chunks.send(chunk(body)).ok()?;
             Some(out.completion_tokens)

@@ -17,6 +17,7 @@ mod hostile_inputs;
 mod hub;
 mod parity;
 mod recipes;
+mod serve;
 mod train;
 #[cfg(feature = "wgpu")]
 mod wgpu;
