@@ -25,6 +25,8 @@ pub(crate) struct ChoiceSpec {
     pub max_tokens: usize,
     pub picker: TokenPicker,
     pub stop: Vec<String>,
+    /// Tokens in `logprobs` as `token_id:N` rather than text.
+    pub ids_as_tokens: bool,
 }
 
 /// OpenAI's completion `logprobs` object (for a whole choice, or one streamed piece).
@@ -120,7 +122,7 @@ pub(crate) async fn drive(
             Event::PromptLogprobs(entries) => {
                 let mut lp = Logprobs::default();
                 for (&id, entry) in spec.prompt.iter().zip(&entries) {
-                    push_token(tokenizer, &mut lp, &mut offset, id, entry.as_ref())?;
+                    push_token(tokenizer, spec, &mut lp, &mut offset, id, entry.as_ref())?;
                 }
                 let piece = Piece {
                     text: spec.prompt_text.clone(),
@@ -144,7 +146,7 @@ pub(crate) async fn drive(
                 };
                 if spec.logprobs.is_some() {
                     let mut lp = Logprobs::default();
-                    push_token(tokenizer, &mut lp, &mut offset, id, logprobs.as_ref())?;
+                    push_token(tokenizer, spec, &mut lp, &mut offset, id, logprobs.as_ref())?;
                     piece.logprobs = Some(lp);
                 }
                 if !emit(&mut out, piece, &mut on_piece) {
@@ -196,6 +198,7 @@ fn emit(out: &mut ChoiceOut, piece: Piece, on_piece: &mut impl FnMut(Piece) -> b
 /// alternatives with one text the likelier is kept) and offset.
 fn push_token(
     tokenizer: &PhiTokenizer,
+    spec: &ChoiceSpec,
     lp: &mut Logprobs,
     offset: &mut usize,
     id: u32,
@@ -204,7 +207,14 @@ fn push_token(
     let text = token_text(tokenizer, id)?;
     lp.text_offset.push(*offset);
     *offset += text.chars().count();
-    lp.tokens.push(text);
+    let name = |id: u32, text: String| {
+        if spec.ids_as_tokens {
+            format!("token_id:{id}")
+        } else {
+            text
+        }
+    };
+    lp.tokens.push(name(id, text));
     // f64 in both places, so the token's value and its top entry print as one number.
     lp.token_logprobs.push(entry.map(|e| f64::from(e.logprob)));
     let top = match entry {
@@ -212,7 +222,7 @@ fn push_token(
         Some(e) => {
             let mut map = Map::new();
             for &(alt, value) in &e.top {
-                let key = token_text(tokenizer, alt)?;
+                let key = name(alt, token_text(tokenizer, alt)?);
                 if !map.contains_key(&key) {
                     map.insert(key, Value::from(f64::from(value)));
                 }
@@ -224,7 +234,12 @@ fn push_token(
     Ok(())
 }
 
+/// A token's text; ids past the tokenizer's (Phi pads its vocabulary with untrained rows, which
+/// can still rank among the alternatives) are named `token_id:N`.
 fn token_text(tokenizer: &PhiTokenizer, id: u32) -> Result<String, ApiError> {
+    if id as usize >= tokenizer.len() {
+        return Ok(format!("token_id:{id}"));
+    }
     tokenizer
         .decode(&[id])
         .map_err(|e| ApiError::server(format!("decoding token {id}: {e}")))

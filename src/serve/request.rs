@@ -123,6 +123,8 @@ pub struct CompletionRequest {
     pub best_of: Option<i64>,
     /// Not supported: must be absent.
     pub suffix: Option<String>,
+    /// vLLM's extension: name tokens in `logprobs` as `token_id:N` instead of their text.
+    pub return_tokens_as_token_ids: Option<bool>,
 }
 
 /// One chat message.

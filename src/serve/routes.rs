@@ -316,6 +316,7 @@ async fn completions(
                 max_tokens,
                 picker: state.picker(&plan, c)?,
                 stop: plan.stop.clone(),
+                ids_as_tokens: request.return_tokens_as_token_ids.unwrap_or(false),
             });
         }
     }
@@ -366,6 +367,7 @@ async fn chat_completions(
             max_tokens,
             picker: state.picker(&plan, c)?,
             stop: plan.stop.clone(),
+            ids_as_tokens: false,
         });
     }
     let planned = Planned {

@@ -317,6 +317,22 @@ fn echoed_log_probabilities_are_the_forward_passes() {
         .collect();
     assert_eq!(offsets[0], 0);
     assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+
+    // Twenty alternatives reach into the untrained padding of the vocabulary (ids the tokenizer
+    // has no text for): they are named by id.
+    let (status, body) = running.post(
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 4, "logprobs": 20, "echo": true}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let tops = body["choices"][0]["logprobs"]["top_logprobs"]
+        .as_array()
+        .unwrap();
+    assert!(
+        tops.iter()
+            .skip(1)
+            .all(|t| t.as_object().unwrap().len() <= 20)
+    );
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Continuous batching: requests join and leave one running decode batch between steps, as a
 //! server needs when clients come and go.
 //!
-//! Every step does at most two things: one chunk of one waiting prompt's prefill (in a one-row
-//! cache of its own), and one decode step for every running row (one token each, in one batched
-//! forward pass). A prompt whose prefill completes joins the batch: its cached keys and values
+//! Every step does at most two things: up to `prefill_chunk` tokens of waiting prompts' prefill
+//! (each prompt in a one-row cache of its own; a long prompt takes several steps, short ones
+//! share one), and one decode step for every running row (one token each, in one batched forward
+//! pass). A prompt whose prefill completes joins the batch: its cached keys and values
 //! are copied into a free row of the batch cache, right-aligned with the others' (left padding
 //! before it, as `generate_batch` pads), so from then on it decodes in step with them. A row that
 //! finishes, or whose client is gone, leaves at the next step; its slot is reused.
@@ -93,7 +94,8 @@ pub struct BatchSettings {
     pub max_batch: usize,
     /// Positions (prompt and generated) per request at most; also the cache's slots per row.
     pub max_context: usize,
-    /// Prompt tokens per prefill step: the longest a running stream waits for a joining prompt.
+    /// Prompt tokens read per step (over one or several waiting prompts): how long a running
+    /// stream waits for joining prompts at most.
     pub prefill_chunk: usize,
 }
 
@@ -244,19 +246,31 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
 
     fn try_step(&mut self) -> Result<()> {
         self.drop_abandoned();
-        if self.prefill.is_none() && self.rows.len() < self.settings.max_batch {
-            self.prefill = self.waiting.pop_front().map(|request| Prefill {
-                cache: self
-                    .model
-                    .phi()
-                    .new_cache(1, request.prompt.len(), &self.device),
-                request,
-                done: 0,
-                prompt_logprobs: Vec::new(),
-            });
-        }
-        if self.prefill.is_some() {
-            self.prefill_chunk()?;
+        // Up to `prefill_chunk` prompt tokens per step, over as many waiting prompts as they
+        // cover: short prompts join several at a time, a long one takes several steps.
+        let mut budget = self.settings.prefill_chunk;
+        while budget > 0 {
+            if self.prefill.is_none() {
+                if self.rows.len() >= self.settings.max_batch {
+                    break;
+                }
+                let Some(request) = self.waiting.pop_front() else {
+                    break;
+                };
+                self.prefill = Some(Prefill {
+                    cache: self
+                        .model
+                        .phi()
+                        .new_cache(1, request.prompt.len(), &self.device),
+                    request,
+                    done: 0,
+                    prompt_logprobs: Vec::new(),
+                });
+            }
+            match self.prefill_chunk(budget)? {
+                0 => break,
+                read => budget -= read,
+            }
         }
         if !self.rows.is_empty() {
             self.decode_step()?;
@@ -294,14 +308,15 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
         }
     }
 
-    /// Reads the next chunk of the prompt being prefilled; after the last, picks its first token
-    /// and moves it into the batch.
-    fn prefill_chunk(&mut self) -> Result<()> {
+    /// Reads up to `limit` more tokens of the prompt being prefilled (returns how many); after
+    /// the last, picks its first token and moves it into the batch.
+    fn prefill_chunk(&mut self, limit: usize) -> Result<usize> {
         let phi = self.model.phi();
         let adapters = self.model.adapters();
         let prefill = self.prefill.as_mut().expect("a prefill is running");
         let prompt = &prefill.request.prompt;
-        let end = (prefill.done + self.settings.prefill_chunk).min(prompt.len());
+        let end = (prefill.done + limit).min(prompt.len());
+        let read = end - prefill.done;
         let chunk = phi.ids_tensor(&[prompt[prefill.done..end].to_vec()], &self.device)?;
         let options = Options::cached(&mut prefill.cache).with_adapters(adapters);
         let last_logits = match prefill.request.prompt_logprobs {
@@ -338,7 +353,7 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
         };
         prefill.done = end;
         let Some(mut logits) = last_logits else {
-            return Ok(());
+            return Ok(read);
         };
         let mut prefill = self.prefill.take().expect("a prefill is running");
         if prefill.request.prompt_logprobs.is_some() {
@@ -349,12 +364,12 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
                     &mut prefill.prompt_logprobs,
                 )));
             if !sent {
-                return Ok(());
+                return Ok(read);
             }
         }
         if prefill.request.max_new_tokens == 0 {
             prefill.request.sink.send(Event::Finished(Finish::Length));
-            return Ok(());
+            return Ok(read);
         }
         let mut row = Row {
             history: prefill.request.prompt.clone(),
@@ -364,9 +379,10 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
         };
         let content = row.history.len();
         if !self.settings.emit(&mut row, &mut logits, content) {
-            return Ok(());
+            return Ok(read);
         }
-        self.join(row, &prefill.cache)
+        self.join(row, &prefill.cache)?;
+        Ok(read)
     }
 
     /// Adds a prefilled row to the batch cache, lining the batch up with it.
