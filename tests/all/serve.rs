@@ -285,7 +285,7 @@ fn echoed_log_probabilities_are_the_forward_passes() {
     assert!(lp["top_logprobs"][0].is_null());
     let logits = running
         .phi
-        .forward_ids(&[ids.clone()], &Default::default())
+        .forward_ids(std::slice::from_ref(&ids), &Default::default())
         .unwrap();
     let reference = fixtures::to_vec(log_softmax(logits, 2));
     let vocab = running.phi.config().vocab_size;
