@@ -17,6 +17,9 @@ use super::ops;
 
 /// At most this many rows (batch × new tokens) count as "few": a decode step, a small batch.
 const FEW_ROWS: usize = 32;
+/// Rows up to which the CPU's few-row kernel beats the blocked matmul (phi-1.5, 2 cores: 1.5×
+/// faster at 4 rows, as fast at 1; slower from 16, `examples/linear_bench.rs`).
+const KERNEL_ROWS: usize = 8;
 /// The weight is cut into this many row blocks for few-row products on the CPU.
 const WEIGHT_BLOCKS: usize = 4;
 
@@ -118,7 +121,14 @@ impl<B: Backend> PhiLinear<B> {
         if rows > FEW_ROWS || !d_out.is_multiple_of(WEIGHT_BLOCKS) || !ops::is_cpu::<B>() {
             return linear(x, self.weight.val(), Some(self.bias.val()));
         }
-        // On the CPU backend `x·W` with few rows runs on one thread at about half the memory
+        // Inference in f32 on up to 8 rows: the few-row kernel, which reads the weight in place.
+        // Above 8 rows its inputs leave the L1 cache and the blocked matmul below is faster.
+        if rows <= KERNEL_ROWS
+            && let Some(y) = ops::few_rows_linear(&x, self.weight.val(), self.bias.val())
+        {
+            return y;
+        }
+        // Under autodiff (or in half precision): on the CPU backend `x·W` with few rows runs on one thread at about half the memory
         // bandwidth (the matmul library parallelises neither one row nor a few), and decoding
         // is all such products. `W_out_in·xᵀ`, the weight's rows cut into blocks that burn's CPU
         // matmul runs as a parallel batch, reads the weight at full bandwidth: 1.8× faster for

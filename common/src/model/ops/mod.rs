@@ -31,6 +31,25 @@ fn kernels_apply<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
     is_cpu::<B>() && !B::ad_enabled(&x.device()) && x.dtype() == DType::F32
 }
 
+/// `x·W + b` for `x: [rows, in]` with `weight` in `PhiLinear`'s CPU layout, when the CPU kernel
+/// applies (`None`: the caller's tensor code runs).
+pub(crate) fn few_rows_linear<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+) -> Option<Tensor<B, 2>> {
+    if !kernels_apply(x) || weight.dtype() != DType::F32 {
+        return None;
+    }
+    #[cfg(feature = "flex")]
+    return cpu::few_rows::linear(x.clone(), weight, bias);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, bias);
+        None
+    }
+}
+
 /// `gelu_new`, elementwise.
 pub(crate) fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if kernels_apply(&x) {

@@ -7,6 +7,8 @@
 //! keeps the generic tensor code they replace.
 
 pub(crate) mod attention;
+#[cfg(feature = "flex")]
+pub(crate) mod few_rows;
 pub(crate) mod gelu;
 pub(crate) mod rotary;
 
