@@ -137,6 +137,7 @@ mod avx2 {
     }
 
     /// Dot products of outputs `o..o + O` with rows `r..r + R`.
+    #[allow(clippy::needless_range_loop)] // `a`, `b` index registers and offsets alike
     #[target_feature(enable = "avx2,fma")]
     fn tile<const O: usize, const R: usize>(
         w: &[f32],
@@ -197,6 +198,7 @@ pub(super) mod portable {
 
     /// `avx2::tile`'s arithmetic in eight-lane arrays (vectorised by the compiler), with a
     /// separate multiply and add where that has a fused one.
+    #[allow(clippy::needless_range_loop)] // `a`, `b`, `l` index lanes and offsets alike
     fn tile<const O: usize, const R: usize>(
         w: &[f32],
         x: &[f32],
