@@ -71,14 +71,29 @@ async def level(base, model, clients, rounds, words, max_tokens):
             return [await one_request(session, url, model, prompt_for(c, words), max_tokens)
                     for _ in range(rounds)]
 
+        before = await engine_stats(session, base)
         started = time.perf_counter()
         results = [r for rs in await asyncio.gather(*(client(c) for c in range(clients)))
                    for r in rs]
         wall = time.perf_counter() - started
+        after = await engine_stats(session, base)
     ttfts = sorted(r["ttft"] for r in results)
     rates = [r["decode_rate"] for r in results if r["decode_rate"]]
     total = sum(r["tokens"] for r in results)
+    engine = {}
+    if before and after:
+        # phi-zoo's engine counters: decode throughput with the prompts' reading taken out.
+        rows = after["rows_decoded"] - before["rows_decoded"]
+        seconds = after["decode_seconds"] - before["decode_seconds"]
+        prefill = after["prefill_tokens"] - before["prefill_tokens"]
+        prefill_s = after["prefill_seconds"] - before["prefill_seconds"]
+        engine = {
+            "engine_decode_tokens_per_s": round(rows / seconds, 2) if seconds else None,
+            "engine_mean_batch": round(rows / max(1, after["decode_steps"] - before["decode_steps"]), 2),
+            "engine_prefill_tokens_per_s": round(prefill / prefill_s, 2) if prefill_s else None,
+        }
     return {
+        **engine,
         "concurrency": clients,
         "requests": len(results),
         "output_tokens": total,
@@ -88,6 +103,16 @@ async def level(base, model, clients, rounds, words, max_tokens):
         "ttft_p50_s": round(percentile(ttfts, 50), 3),
         "ttft_p99_s": round(percentile(ttfts, 99), 3),
     }
+
+
+async def engine_stats(session, base):
+    """phi-zoo's engine counters from /health; None for servers without them."""
+    try:
+        async with session.get(base.rstrip("/") + "/health") as response:
+            body = await response.json(content_type=None)
+        return body["engine"]["stats"]
+    except Exception:
+        return None
 
 
 def percentile(sorted_values, p):

@@ -14,6 +14,7 @@
 //! result equals `generate`'s for its prompt alone: the same picker, seed and stopping rules.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use burn::prelude::*;
 
@@ -100,7 +101,7 @@ pub struct BatchSettings {
 }
 
 /// Counts of what the batcher has done to its cache, for logs and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct BatchStats {
     /// Decode steps run (one token for every running row each).
     pub decode_steps: usize,
@@ -114,6 +115,12 @@ pub struct BatchStats {
     pub compactions: usize,
     /// Times the cache was reallocated larger.
     pub growths: usize,
+    /// Prompt tokens read.
+    pub prefill_tokens: usize,
+    /// Seconds spent reading prompts.
+    pub prefill_seconds: f64,
+    /// Seconds spent in decode steps (cache moves included).
+    pub decode_seconds: f64,
 }
 
 /// A request whose prompt is being read into its own cache.
@@ -249,6 +256,7 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
         // Up to `prefill_chunk` prompt tokens per step, over as many waiting prompts as they
         // cover: short prompts join several at a time, a long one takes several steps.
         let mut budget = self.settings.prefill_chunk;
+        let started = Instant::now();
         while budget > 0 {
             if self.prefill.is_none() {
                 if self.rows.len() >= self.settings.max_batch {
@@ -272,8 +280,12 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
                 read => budget -= read,
             }
         }
+        self.stats.prefill_tokens += self.settings.prefill_chunk - budget;
+        self.stats.prefill_seconds += started.elapsed().as_secs_f64();
         if !self.rows.is_empty() {
+            let started = Instant::now();
             self.decode_step()?;
+            self.stats.decode_seconds += started.elapsed().as_secs_f64();
         }
         if self.rows.is_empty() {
             // Idle memory goes back; the next batch allocates what it needs.
