@@ -118,17 +118,38 @@ macro_rules! tiled {
     }};
 }
 
-/// The lanes of an accumulator summed in one fixed order.
-fn reduce(lanes: [f32; LANES]) -> f32 {
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+/// A tile's sums: each accumulator's lanes added in one fixed order, then the inputs past the last
+/// whole lane group (`body..d_in`) with `fused` multiply-adds or separate ones.
+fn finish<const O: usize, const R: usize>(
+    acc: [[[f32; LANES]; R]; O],
+    (w, x, d_in, o, r): (&[f32], &[f32], usize, usize, usize),
+    fused: bool,
+) -> [[f32; 4]; 2] {
+    let body = d_in - d_in % LANES;
+    let mut sums = [[0.0f32; 4]; 2];
+    for (a, row_acc) in acc.iter().enumerate() {
+        for (b, lanes) in row_acc.iter().enumerate() {
+            let mut s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+                + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+            for k in body..d_in {
+                let (wk, xk) = (w[(o + a) * d_in + k], x[(r + b) * d_in + k]);
+                s = if fused {
+                    wk.mul_add(xk, s)
+                } else {
+                    s + wk * xk
+                };
+            }
+            sums[a][b] = s;
+        }
+    }
+    sums
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{LANES, reduce};
+    use super::{LANES, finish};
 
     /// See `super::products`.
     #[target_feature(enable = "avx2,fma")]
@@ -165,25 +186,19 @@ mod avx2 {
             }
             i += LANES;
         }
-        let mut sums = [[0.0f32; 4]; 2];
+        let mut lanes = [[[0.0f32; LANES]; R]; O];
         for a in 0..O {
             for b in 0..R {
-                let mut lanes = [0.0f32; LANES];
-                // SAFETY: `lanes` holds exactly one register's values.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[a][b]) };
-                let mut s = reduce(lanes);
-                for k in body..d_in {
-                    s = w[(o + a) * d_in + k].mul_add(x[(r + b) * d_in + k], s);
-                }
-                sums[a][b] = s;
+                // SAFETY: `lanes[a][b]` holds exactly one register's values.
+                unsafe { _mm256_storeu_ps(lanes[a][b].as_mut_ptr(), acc[a][b]) };
             }
         }
-        sums
+        finish(lanes, (w, x, d_in, o, r), true)
     }
 }
 
 pub(super) mod portable {
-    use super::{LANES, reduce};
+    use super::{LANES, finish};
 
     /// See `super::products`.
     pub(in super::super) fn products(
@@ -219,17 +234,7 @@ pub(super) mod portable {
                 }
             }
         }
-        let mut sums = [[0.0f32; 4]; 2];
-        for a in 0..O {
-            for b in 0..R {
-                let mut s = reduce(acc[a][b]);
-                for k in body..d_in {
-                    s += w[(o + a) * d_in + k] * x[(r + b) * d_in + k];
-                }
-                sums[a][b] = s;
-            }
-        }
-        sums
+        finish(acc, (w, x, d_in, o, r), false)
     }
 }
 
