@@ -117,12 +117,18 @@ impl Server {
             max_context,
             prefill_chunk: options.prefill_chunk,
         };
-        if settings.max_batch == 0 || max_context < 2 || settings.prefill_chunk == 0 {
-            return Err(PhiError::Input(format!(
-                "cannot serve with {settings:?}: the batch, chunk and context must be positive \
-                 (and the KV cache must fit in memory)"
-            )));
-        }
+        // Checked here too, so a bad setting fails the start and not the engine thread.
+        settings.check().map_err(|e| {
+            let memory = settings.max_batch == 0 && options.max_batch > 0;
+            PhiError::Input(format!(
+                "cannot serve: {e}{}",
+                if memory {
+                    " (not one row's KV cache fits in the memory allowed)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
         let listener =
             std::net::TcpListener::bind((options.host.as_str(), options.port)).map_err(|e| {
                 PhiError::Input(format!(

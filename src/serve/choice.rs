@@ -91,7 +91,7 @@ pub(crate) async fn drive(
     state: &AppState,
     spec: &ChoiceSpec,
     mut events: UnboundedReceiver<Event>,
-    mut on_piece: impl FnMut(Piece) -> bool,
+    mut on_piece: impl FnMut(&Piece) -> bool,
 ) -> Result<ChoiceOut, ApiError> {
     let mut out = ChoiceOut {
         index: spec.index,
@@ -185,13 +185,14 @@ pub(crate) async fn drive(
     ))
 }
 
-/// Records a piece in the choice and hands it on.
-fn emit(out: &mut ChoiceOut, piece: Piece, on_piece: &mut impl FnMut(Piece) -> bool) -> bool {
+/// Hands a piece on, then records it in the choice.
+fn emit(out: &mut ChoiceOut, piece: Piece, on_piece: &mut impl FnMut(&Piece) -> bool) -> bool {
+    let delivered = on_piece(&piece);
     out.text.push_str(&piece.text);
-    if let (Some(all), Some(lp)) = (&mut out.logprobs, &piece.logprobs) {
-        all.append(lp.clone());
+    if let (Some(all), Some(lp)) = (&mut out.logprobs, piece.logprobs) {
+        all.append(lp);
     }
-    on_piece(piece)
+    delivered
 }
 
 /// One token's entry: its text, log-probability, alternatives (keyed by their text; of two

@@ -3,7 +3,7 @@
 //! dropping its receiver (a client that hung up, a stop string found) frees the request's row at
 //! the next step.
 
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use burn::prelude::Backend;
@@ -67,12 +67,8 @@ pub(crate) fn run<B: Backend, M: LanguageModel<B> + ?Sized>(
                 Err(_) => break,
             }
         }
-        loop {
-            match jobs.try_recv() {
-                Ok(request) => batcher.submit(request),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => break,
-            }
+        while let Ok(request) = jobs.try_recv() {
+            batcher.submit(request);
         }
         if let Err(e) = batcher.step() {
             // The requests in flight were told; the engine goes on with the next ones.

@@ -189,10 +189,10 @@ pub struct Plan {
 }
 
 impl GenerationFields {
-    /// Checks every field; `default_max_tokens` applies when `max_tokens` is absent.
-    pub fn plan(&self, default_max_tokens: Option<usize>) -> Result<Plan, ApiError> {
+    /// Checks every field.
+    pub fn plan(&self) -> Result<Plan, ApiError> {
         let max_tokens = match self.max_tokens {
-            None => default_max_tokens,
+            None => None,
             Some(m) if m < 0 => {
                 return Err(ApiError::invalid("max_tokens", "max_tokens must be >= 0"));
             }

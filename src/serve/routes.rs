@@ -210,22 +210,30 @@ async fn detokenize(
 
 /// Token ids from a request, each inside the vocabulary.
 fn checked_ids(state: &AppState, ids: &[i64], param: &str) -> Result<Vec<u32>, ApiError> {
-    ids.iter()
-        .map(|&id| {
-            u32::try_from(id)
-                .ok()
-                .filter(|&id| (id as usize) < state.vocab_size)
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        param,
-                        format!(
-                            "token id {id} is outside the vocabulary (size {})",
-                            state.vocab_size
-                        ),
-                    )
-                })
-        })
-        .collect()
+    let ids: Vec<u32> = ids
+        .iter()
+        .map(|&id| u32::try_from(id).map_err(|_| outside_vocabulary(state, id, param)))
+        .collect::<Result<_, _>>()?;
+    check_vocabulary(state, &ids, param)?;
+    Ok(ids)
+}
+
+/// Every id inside the model's vocabulary (a tokenizer larger than the model can produce others).
+fn check_vocabulary(state: &AppState, ids: &[u32], param: &str) -> Result<(), ApiError> {
+    match ids.iter().find(|&&id| id as usize >= state.vocab_size) {
+        Some(&id) => Err(outside_vocabulary(state, i64::from(id), param)),
+        None => Ok(()),
+    }
+}
+
+fn outside_vocabulary(state: &AppState, id: i64, param: &str) -> ApiError {
+    ApiError::invalid(
+        param,
+        format!(
+            "token id {id} is outside the vocabulary (size {})",
+            state.vocab_size
+        ),
+    )
 }
 
 /// Each prompt as (ids, text).
@@ -235,8 +243,8 @@ fn prompts(state: &AppState, input: PromptInput) -> Result<Vec<(Vec<u32>, String
             .tokenizer
             .encode(&text)
             .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-        let wide: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
-        Ok((checked_ids(state, &wide, "prompt")?, text))
+        check_vocabulary(state, &ids, "prompt")?;
+        Ok((ids, text))
     };
     let decode = |ids: Vec<i64>| -> Result<(Vec<u32>, String), ApiError> {
         let ids = checked_ids(state, &ids, "prompt")?;
@@ -267,6 +275,10 @@ fn prompts(state: &AppState, input: PromptInput) -> Result<Vec<(Vec<u32>, String
     Ok(prompts)
 }
 
+/// `max_tokens` when a completion request gives none (OpenAI's default); chat requests default
+/// to what the context leaves.
+const DEFAULT_COMPLETION_TOKENS: usize = 16;
+
 /// What both endpoints send once generation is planned.
 struct Planned {
     specs: Vec<ChoiceSpec>,
@@ -280,18 +292,18 @@ async fn completions(
 ) -> Result<Response, ApiError> {
     let body = parse_body(&body_bytes(body)?)?;
     let generation: GenerationFields = fields(&body)?;
-    let request: CompletionRequest = fields(&body)?;
+    let mut request: CompletionRequest = fields(&body)?;
     check_model(&state, &generation.model)?;
     request.check_unsupported()?;
-    let plan = generation.plan(Some(16))?;
+    let plan = generation.plan()?;
     let logprobs = request.logprobs()?;
     let echo = request.echo.unwrap_or(false);
     let input = request
         .prompt
-        .clone()
+        .take()
         .ok_or_else(|| ApiError::invalid("prompt", "prompt is required"))?;
     let prompts = prompts(&state, input)?;
-    let max_tokens = plan.max_tokens.unwrap_or(16);
+    let max_tokens = plan.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS);
     if prompts.len() * plan.n > super::request::MAX_CHOICES {
         return Err(ApiError::invalid(
             "n",
@@ -345,7 +357,7 @@ async fn chat_completions(
     if generation.max_tokens.is_none() {
         generation.max_tokens = request.max_completion_tokens;
     }
-    let mut plan = generation.plan(None)?;
+    let mut plan = generation.plan()?;
     plan.stop.extend(state.chat.stop.iter().cloned());
     let text = state.chat.render(&request.messages)?;
     let ids = state
@@ -384,6 +396,54 @@ enum Kind {
     Chat,
 }
 
+impl Kind {
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Completion => "cmpl",
+            Kind::Chat => "chatcmpl",
+        }
+    }
+
+    /// The response's `object`, whole or as a streamed chunk.
+    fn object(self, streamed: bool) -> &'static str {
+        match (self, streamed) {
+            (Kind::Completion, _) => "text_completion",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+        }
+    }
+}
+
+/// What every response and streamed chunk of one request carries around its choices.
+#[derive(Clone)]
+struct Envelope {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+}
+
+impl Envelope {
+    fn with(&self, choices: Value, usage: Option<Value>) -> Value {
+        let mut body = json!({
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        });
+        if let Some(usage) = usage {
+            body["usage"] = usage;
+        }
+        body
+    }
+
+    /// One chunk of a stream: `choice` alone.
+    fn chunk(&self, choice: Value) -> SseEvent {
+        SseEvent::default().data(self.with(json!([choice]), None).to_string())
+    }
+}
+
 fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
@@ -397,13 +457,14 @@ async fn respond(state: Arc<AppState>, planned: Planned, kind: Kind) -> Result<R
     for spec in &planned.specs {
         receivers.push(submit(&state, spec)?);
     }
-    let id = state.response_id(match kind {
-        Kind::Completion => "cmpl",
-        Kind::Chat => "chatcmpl",
-    });
-    let created = unix_now();
+    let envelope = Envelope {
+        id: state.response_id(kind.id_prefix()),
+        object: kind.object(planned.plan.stream),
+        created: unix_now(),
+        model: state.model_name.clone(),
+    };
     if planned.plan.stream {
-        return Ok(stream_response(state, planned, receivers, kind, id, created).into_response());
+        return Ok(stream_response(state, planned, receivers, kind, envelope).into_response());
     }
     let outs = join_all(
         planned
@@ -433,15 +494,8 @@ async fn respond(state: Arc<AppState>, planned: Planned, kind: Kind) -> Result<R
             }),
         })
         .collect();
-    Ok(Json(json!({
-        "id": id,
-        "object": match kind { Kind::Completion => "text_completion", Kind::Chat => "chat.completion" },
-        "created": created,
-        "model": state.model_name,
-        "choices": choices,
-        "usage": usage(planned.prompt_tokens, completion_tokens),
-    }))
-    .into_response())
+    let usage = usage(planned.prompt_tokens, completion_tokens);
+    Ok(Json(envelope.with(Value::from(choices), Some(usage))).into_response())
 }
 
 /// Server-sent events: a chunk per piece of each choice (choices interleave), a last chunk per
@@ -454,29 +508,9 @@ fn stream_response(
         tokio::sync::mpsc::UnboundedReceiver<phi_zoo_common::generation::continuous::Event>,
     >,
     kind: Kind,
-    id: String,
-    created: u64,
+    envelope: Envelope,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let (chunks, received) = unbounded_channel::<SseEvent>();
-    let chunk = {
-        let (id, model) = (id.clone(), state.model_name.clone());
-        move |choice: Value| -> SseEvent {
-            let object = match kind {
-                Kind::Completion => "text_completion",
-                Kind::Chat => "chat.completion.chunk",
-            };
-            SseEvent::default().data(
-                json!({
-                    "id": id,
-                    "object": object,
-                    "created": created,
-                    "model": model,
-                    "choices": [choice],
-                })
-                .to_string(),
-            )
-        }
-    };
     tokio::spawn(async move {
         let Planned {
             specs,
@@ -484,17 +518,16 @@ fn stream_response(
             plan,
         } = planned;
         let drives = specs.iter().zip(receivers).map(|(spec, events)| {
-            let (chunks, chunk) = (chunks.clone(), chunk.clone());
-            let index = spec.index;
-            let state = &state;
+            let chunks = chunks.clone();
+            let (index, state, envelope) = (spec.index, &state, &envelope);
             async move {
                 if kind == Kind::Chat {
                     let first = json!({"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": null});
-                    if chunks.send(chunk(first)).is_err() {
+                    if chunks.send(envelope.chunk(first)).is_err() {
                         return None;
                     }
                 }
-                let sent = |piece: Piece| -> bool {
+                let sent = |piece: &Piece| -> bool {
                     if piece.text.is_empty() && piece.logprobs.is_none() {
                         return true;
                     }
@@ -502,10 +535,10 @@ fn stream_response(
                         Kind::Completion => json!({"index": index, "text": piece.text, "logprobs": piece.logprobs, "finish_reason": null}),
                         Kind::Chat => json!({"index": index, "delta": {"content": piece.text}, "finish_reason": null}),
                     };
-                    chunks.send(chunk(body)).is_ok()
+                    chunks.send(envelope.chunk(body)).is_ok()
                 };
                 let out = drive(state, spec, events, sent).await;
-                finish_chunk(&chunks, &chunk, kind, index, out)
+                finish_chunk(&chunks, envelope, kind, index, out)
             }
         });
         let done = join_all(drives).await;
@@ -514,14 +547,8 @@ fn stream_response(
         }
         if plan.include_usage {
             let completion_tokens: usize = done.iter().flatten().sum();
-            let last = json!({
-                "id": id,
-                "object": match kind { Kind::Completion => "text_completion", Kind::Chat => "chat.completion.chunk" },
-                "created": created,
-                "model": state.model_name,
-                "choices": [],
-                "usage": usage(prompt_tokens, completion_tokens),
-            });
+            let usage = usage(prompt_tokens, completion_tokens);
+            let last = envelope.with(json!([]), Some(usage));
             let _ = chunks.send(SseEvent::default().data(last.to_string()));
         }
         let _ = chunks.send(SseEvent::default().data("[DONE]"));
@@ -536,7 +563,7 @@ fn stream_response(
 /// `None` when the client is gone.
 fn finish_chunk(
     chunks: &UnboundedSender<SseEvent>,
-    chunk: &impl Fn(Value) -> SseEvent,
+    envelope: &Envelope,
     kind: Kind,
     index: usize,
     out: Result<ChoiceOut, ApiError>,
@@ -551,7 +578,7 @@ fn finish_chunk(
                     json!({"index": index, "delta": {}, "finish_reason": out.finish_reason})
                 }
             };
-            chunks.send(chunk(body)).ok()?;
+            chunks.send(envelope.chunk(body)).ok()?;
             Some(out.completion_tokens)
         }
         Err(error) => {

@@ -157,12 +157,7 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
     /// A batcher for `model` on `device`; `max_context` is capped at the model's context.
     pub fn new(model: &'m M, settings: BatchSettings, device: &B::Device) -> Result<Self> {
         let context = model.phi().config().max_position_embeddings;
-        if settings.max_batch == 0 || settings.max_context < 2 || settings.prefill_chunk == 0 {
-            return Err(PhiError::Input(format!(
-                "batch settings {settings:?}: max_batch and prefill_chunk must be at least 1, \
-                 max_context at least 2"
-            )));
-        }
+        settings.check()?;
         Ok(Self {
             model,
             device: device.clone(),
@@ -390,7 +385,7 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
             next: 0,
         };
         let content = row.history.len();
-        if !self.settings.emit(&mut row, &mut logits, content) {
+        if !row.take_token(&mut logits, content, self.settings.max_context) {
             return Ok(read);
         }
         self.join(row, &prefill.cache)?;
@@ -453,7 +448,7 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
             }
         }
         let inputs: Vec<Vec<u32>> = self.rows.iter().map(|r| vec![r.next]).collect();
-        let logits: Vec<f32> = phi
+        let mut logits: Vec<f32> = phi
             .last_logits(
                 phi.ids_tensor(&inputs, &self.device)?,
                 Options::cached(cache).with_adapters(self.model.adapters()),
@@ -466,9 +461,9 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
         self.stats.rows_decoded += self.rows.len();
         let (len, pads) = (cache.len(), cache.padding().to_vec());
         let mut finished = Vec::new();
-        for (r, row) in self.rows.iter_mut().enumerate() {
-            let mut row_logits = logits[r * vocab..(r + 1) * vocab].to_vec();
-            if !self.settings.emit(row, &mut row_logits, len - pads[r]) {
+        let rows = self.rows.iter_mut().zip(logits.chunks_mut(vocab));
+        for (r, (row, row_logits)) in rows.enumerate() {
+            if !row.take_token(row_logits, len - pads[r], max_context) {
                 finished.push(r);
             }
         }
@@ -481,31 +476,42 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
 }
 
 impl BatchSettings {
-    /// Picks a row's next token from its logits, sends it, and says whether the row goes on
-    /// (`content`: positions the row's cache holds; the new token would take the next one).
-    fn emit(&self, row: &mut Row, logits: &mut [f32], content: usize) -> bool {
-        let logprobs = row.request.logprobs.map(|top| {
-            let lp = log_probs(logits);
-            (lp, top)
-        });
-        let id = row.request.picker.pick(logits, &row.history);
-        row.history.push(id);
-        row.generated += 1;
-        row.next = id;
+    /// Refuses limits nothing can run with.
+    pub fn check(&self) -> Result<()> {
+        if self.max_batch == 0 || self.max_context < 2 || self.prefill_chunk == 0 {
+            return Err(PhiError::Input(format!(
+                "batch settings {self:?}: max_batch and prefill_chunk must be at least 1, \
+                 max_context at least 2"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Row {
+    /// Picks the next token from its logits, sends it, and says whether the row goes on
+    /// (`content`: positions the row's cache holds; the new token would take the next one, and
+    /// `max_context` is the most there may be).
+    fn take_token(&mut self, logits: &mut [f32], content: usize, max_context: usize) -> bool {
+        let logprobs = self.request.logprobs.map(|top| (log_probs(logits), top));
+        let id = self.request.picker.pick(logits, &self.history);
+        self.history.push(id);
+        self.generated += 1;
+        self.next = id;
         let logprobs = logprobs.map(|(lp, top)| token_logprobs(&lp, id, top));
-        if !row.request.sink.send(Event::Token { id, logprobs }) {
+        if !self.request.sink.send(Event::Token { id, logprobs }) {
             return false;
         }
-        let finish = if row.request.eos_token_ids.contains(&id) {
+        let finish = if self.request.eos_token_ids.contains(&id) {
             Some(Finish::Eos)
-        } else if row.generated == row.request.max_new_tokens || content >= self.max_context {
+        } else if self.generated == self.request.max_new_tokens || content >= max_context {
             Some(Finish::Length)
         } else {
             None
         };
         match finish {
             Some(finish) => {
-                row.request.sink.send(Event::Finished(finish));
+                self.request.sink.send(Event::Finished(finish));
                 false
             }
             None => true,

@@ -1,6 +1,8 @@
 //! The KV cache: keys (after rotary) and values of past positions, per layer, preallocated to a
 //! fixed capacity and written in place, so decoding allocates nothing per token.
 
+use std::ops::Range;
+
 use burn::prelude::*;
 
 use crate::config::PhiConfig;
@@ -180,11 +182,10 @@ impl<B: Backend> KvCache<B> {
         if content > self.len || self.len > self.capacity || self.batch() == self.rows_allocated() {
             return Err(PhiError::Input(format!(
                 "a row of {content} positions does not fit a cache of {} rows × {} slots with {} \
-                 of {} rows used and {} slots filled",
+                 rows used and {} slots filled",
                 self.rows_allocated(),
                 self.capacity,
                 self.batch(),
-                self.rows_allocated(),
                 self.len
             )));
         }
@@ -208,14 +209,7 @@ impl<B: Backend> KvCache<B> {
         let last = self.batch() - 1;
         if row != last {
             let len = self.len;
-            for slot in self.tensors_mut() {
-                let stored = slot.take().expect("a layer cache holds its tensors");
-                let [_, heads, _, dim] = stored.dims();
-                let moved = stored
-                    .clone()
-                    .slice([last..last + 1, 0..heads, 0..len, 0..dim]);
-                *slot = Some(stored.slice_assign([row..row + 1, 0..heads, 0..len, 0..dim], moved));
-            }
+            self.copy_within((last..last + 1, 0..len), (row..row + 1, 0..len));
         }
         self.pads.swap_remove(row);
         if self.pads.is_empty() {
@@ -243,19 +237,33 @@ impl<B: Backend> KvCache<B> {
         // Columns from..len move to to..new_len; a right shift keeps the padding it moves too.
         let from = len.saturating_sub(new_len).min(len);
         let to = new_len.saturating_sub(len);
-        for slot in self.tensors_mut() {
-            let stored = slot.take().expect("a layer cache holds its tensors");
-            let [_, heads, _, dim] = stored.dims();
-            let moved = stored
-                .clone()
-                .slice([0..batch, 0..heads, from..len, 0..dim]);
-            *slot = Some(stored.slice_assign([0..batch, 0..heads, to..new_len, 0..dim], moved));
-        }
+        self.copy_within((0..batch, from..len), (0..batch, to..new_len));
         for pad in &mut self.pads {
             *pad = *pad + new_len - len;
         }
         self.len = new_len;
         Ok(())
+    }
+
+    /// Copies rows × slots `from` of every layer's keys and values over rows × slots `to` (the
+    /// same sizes). The blocks may overlap: the slice read shares the tensor's memory, so burn
+    /// copies it before writing.
+    fn copy_within(
+        &mut self,
+        (from_rows, from_slots): (Range<usize>, Range<usize>),
+        (to_rows, to_slots): (Range<usize>, Range<usize>),
+    ) {
+        for slot in self.tensors_mut() {
+            let stored = slot.take().expect("a layer cache holds its tensors");
+            let [_, heads, _, dim] = stored.dims();
+            let moved =
+                stored
+                    .clone()
+                    .slice([from_rows.clone(), 0..heads, from_slots.clone(), 0..dim]);
+            *slot = Some(
+                stored.slice_assign([to_rows.clone(), 0..heads, to_slots.clone(), 0..dim], moved),
+            );
+        }
     }
 
     fn tensors(&self) -> impl Iterator<Item = &Tensor<B, 4>> {
