@@ -109,9 +109,13 @@ impl EmbeddedCorpus {
 
     /// The text of the last `n` documents: the part `split_stores` holds out for validation.
     pub fn held_out_texts(self, n: usize) -> Result<Vec<String>> {
-        let documents: Vec<&str> = self.documents().collect();
-        documents[documents.len().saturating_sub(n)..]
-            .iter()
+        let mut texts = self.texts()?;
+        Ok(texts.split_off(texts.len().saturating_sub(n)))
+    }
+
+    /// The text of every document, in order.
+    pub fn texts(self) -> Result<Vec<String>> {
+        self.documents()
             .map(|line| {
                 serde_json::from_str::<serde_json::Value>(line)
                     .ok()

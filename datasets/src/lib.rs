@@ -6,8 +6,11 @@
 
 #![warn(missing_docs)]
 
+mod atomic_file;
 mod batch;
 pub mod corpora;
+pub mod decontaminate;
+pub mod dedup;
 mod error;
 mod finetune;
 mod loader;
@@ -15,8 +18,11 @@ mod mixture;
 mod permutation;
 mod prepare;
 mod reader;
+mod shard;
 mod store;
+pub mod text_norm;
 
+pub use atomic_file::{AtomicFile, write_json};
 pub use batch::{LmBatch, LmBatcher, MixtureDataset, TokenWindow};
 pub use error::{DataError, Result};
 pub use finetune::{FinetuneExample, FinetuneFormat, FinetuneReport, FinetuneSet};
@@ -24,4 +30,5 @@ pub use loader::{SampleStream, StreamLoader};
 pub use mixture::{Mixture, MixtureSource, SampleLocation};
 pub use prepare::{PrepareOptions, PrepareReport, prepare, tokenizer_sha256};
 pub use reader::{Corpus, CorpusFormat, OnMalformed, ReadReport};
+pub use shard::Shard;
 pub use store::{StoreHeader, StoreWriter, TokenStore, TokenWidth};

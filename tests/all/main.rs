@@ -4,6 +4,8 @@ mod bad_input;
 mod batching;
 mod crash_safety;
 mod decode;
+mod decontaminate;
+mod dedup;
 mod eval;
 mod example;
 mod export;

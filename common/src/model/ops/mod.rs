@@ -14,6 +14,7 @@ use burn::tensor::DType;
 use super::rotary::{PartialRotary, RotaryAngles};
 
 /// Whether `B` runs on burn's CPU backend (directly or under autodiff): told by its device type.
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
 pub(crate) fn is_cpu<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     {
