@@ -6,17 +6,22 @@
 
 #![warn(missing_docs)]
 
+pub mod annotate;
 mod atomic_file;
 mod batch;
 pub mod corpora;
 pub mod decontaminate;
 pub mod dedup;
+pub mod endpoint;
 mod error;
 mod finetune;
+mod journal;
 mod loader;
 mod mixture;
 mod permutation;
+mod pool;
 mod prepare;
+mod progress;
 mod reader;
 mod shard;
 mod store;
@@ -26,8 +31,10 @@ pub use atomic_file::{AtomicFile, write_json};
 pub use batch::{LmBatch, LmBatcher, MixtureDataset, TokenWindow};
 pub use error::{DataError, Result};
 pub use finetune::{FinetuneExample, FinetuneFormat, FinetuneReport, FinetuneSet};
+pub use journal::Journal;
 pub use loader::{SampleStream, StreamLoader};
 pub use mixture::{Mixture, MixtureSource, SampleLocation};
+pub use pool::run_pool;
 pub use prepare::{PrepareOptions, PrepareReport, prepare, tokenizer_sha256};
 pub use reader::{Corpus, CorpusFormat, OnMalformed, ReadReport};
 pub use shard::Shard;

@@ -48,6 +48,16 @@ impl Shard {
         format!("shard-{:05}-of-{:05}", self.index, self.count)
     }
 
+    /// Documents of `corpus` in this shard (a reading pass: what progress bars count against).
+    pub fn count_documents(&self, corpus: &Corpus) -> Result<u64> {
+        let mut count = 0;
+        self.read(corpus, OnMalformed::Fail, &mut |_, _| {
+            count += 1;
+            Ok(())
+        })?;
+        Ok(count)
+    }
+
     /// Calls `sink(position, text)` for each document of `corpus` in this shard, in order.
     pub fn read(
         &self,

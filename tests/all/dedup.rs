@@ -25,7 +25,7 @@ impl Edits {
 fn near_copy(text: &str, every: u64, edits: &mut Edits) -> String {
     text.split(' ')
         .map(|w| {
-            if edits.next() % every == 0 {
+            if edits.next().is_multiple_of(every) {
                 format!("edited{}", edits.next() % 1000)
             } else {
                 w.to_string()

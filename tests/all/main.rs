@@ -1,5 +1,6 @@
 //! phi-zoo's integration tests, in one binary (one link) with a module per concern.
 
+mod annotate;
 mod bad_input;
 mod batching;
 mod crash_safety;
@@ -17,6 +18,7 @@ mod golden;
 mod hostile_inputs;
 #[cfg(feature = "hub")]
 mod hub;
+mod llm_proxy;
 mod parity;
 mod recipes;
 mod serve;
