@@ -25,6 +25,7 @@ mod progress;
 mod reader;
 mod shard;
 mod store;
+pub mod synthesize;
 pub mod text_norm;
 
 pub use atomic_file::{AtomicFile, write_json};

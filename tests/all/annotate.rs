@@ -25,7 +25,7 @@ const CORPUS_ENV: &str = "PHI_ZOO_ANNOTATE_CORPUS";
 const OUT_ENV: &str = "PHI_ZOO_ANNOTATE_OUT";
 
 /// One server for every test here: a random tiny Phi (its scores are noise, but deterministic).
-fn server() -> std::net::SocketAddr {
+pub(crate) fn server() -> std::net::SocketAddr {
     static SERVER: Mutex<Option<Server>> = Mutex::new(None);
     let mut server = SERVER.lock().unwrap_or_else(|e| e.into_inner());
     server
@@ -61,7 +61,7 @@ fn corpus(dir: &Path, documents: usize) -> Corpus {
     Corpus::jsonl(path, "text")
 }
 
-fn endpoint(url: &str) -> Endpoint {
+pub(crate) fn endpoint(url: &str) -> Endpoint {
     let mut endpoint = Endpoint::new(url, MODEL);
     endpoint.backoff = Duration::from_millis(20);
     endpoint

@@ -22,6 +22,7 @@ mod llm_proxy;
 mod parity;
 mod recipes;
 mod serve;
+mod synthesize;
 mod train;
 #[cfg(feature = "wgpu")]
 mod wgpu;
