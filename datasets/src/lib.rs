@@ -9,15 +9,20 @@
 pub mod annotate;
 mod atomic_file;
 mod batch;
+pub mod classifier;
 pub mod corpora;
 pub mod decontaminate;
 pub mod dedup;
+pub mod embed;
 pub mod endpoint;
 mod error;
+pub mod filter;
 mod finetune;
+mod histogram;
 mod journal;
 mod loader;
 mod mixture;
+mod npy;
 mod permutation;
 mod pool;
 mod prepare;
@@ -35,6 +40,7 @@ pub use finetune::{FinetuneExample, FinetuneFormat, FinetuneReport, FinetuneSet}
 pub use journal::Journal;
 pub use loader::{SampleStream, StreamLoader};
 pub use mixture::{Mixture, MixtureSource, SampleLocation};
+pub use npy::{read_f32_matrix, write_f32_matrix};
 pub use pool::run_pool;
 pub use prepare::{PrepareOptions, PrepareReport, prepare, tokenizer_sha256};
 pub use reader::{Corpus, CorpusFormat, OnMalformed, ReadReport};

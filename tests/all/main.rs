@@ -20,6 +20,7 @@ mod hostile_inputs;
 mod hub;
 mod llm_proxy;
 mod parity;
+mod quality_filter;
 mod recipes;
 mod serve;
 mod synthesize;
