@@ -33,6 +33,10 @@ use crate::shard::Shard;
 /// The default template, as shipped in `assets/templates/annotate-edu-v1.json`.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../assets/templates/annotate-edu-v1.json");
 
+/// A shorter wording of the default, for models with short contexts (`assets/templates/
+/// annotate-edu-short-v1.json`).
+pub const SHORT_TEMPLATE: &str = include_str!("../assets/templates/annotate-edu-short-v1.json");
+
 /// Alternatives asked for per token in log-probability mode (the most phi-zoo's server gives).
 const TOP_LOGPROBS: usize = 20;
 
@@ -59,6 +63,11 @@ impl AnnotationTemplate {
     /// The shipped default.
     pub fn default_template() -> Self {
         Self::parse(DEFAULT_TEMPLATE, "the default template").expect("the shipped template parses")
+    }
+
+    /// The shipped short template, for models with short contexts.
+    pub fn short_template() -> Self {
+        Self::parse(SHORT_TEMPLATE, "the short template").expect("the shipped template parses")
     }
 
     /// Reads a template file (JSON with the fields of this struct).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{DataError, Result};
-use crate::text_norm::{simplify, words};
+use crate::text_norm::{simplify_with, words};
 
 /// The Mersenne prime 2^61 − 1: permutations are taken modulo it, reduction is two folds.
 const MERSENNE_61: u64 = (1 << 61) - 1;
@@ -28,6 +28,15 @@ pub struct MinHashConfig {
     pub rows: usize,
     /// Seed of the permutations; every shard of a run must use the same.
     pub seed: u64,
+    /// Fold every number to `0` before shingling (datatrove's default). Off for corpora whose
+    /// documents differ mostly in their numbers (templated exercises), which folding would make
+    /// exact copies.
+    #[serde(default = "folds_numbers")]
+    pub fold_numbers: bool,
+}
+
+fn folds_numbers() -> bool {
+    true
 }
 
 impl Default for MinHashConfig {
@@ -38,6 +47,7 @@ impl Default for MinHashConfig {
             bands: 14,
             rows: 8,
             seed: 1,
+            fold_numbers: true,
         }
     }
 }
@@ -111,6 +121,11 @@ impl MinHasher {
         &self.config
     }
 
+    /// `text` simplified as this configuration compares texts.
+    pub fn simplify(&self, text: &str) -> String {
+        simplify_with(text, self.config.fold_numbers)
+    }
+
     /// The hashed shingles of a simplified text, in order, with repeats.
     pub fn shingles(&self, simplified: &str, out: &mut Vec<u64>) {
         out.clear();
@@ -131,7 +146,7 @@ impl MinHasher {
     /// The set of a text's shingles: what the Jaccard similarity is measured on.
     pub fn shingle_set(&self, text: &str) -> HashSet<u64> {
         let mut shingles = Vec::new();
-        self.shingles(&simplify(text), &mut shingles);
+        self.shingles(&self.simplify(text), &mut shingles);
         shingles.into_iter().collect()
     }
 
@@ -139,7 +154,7 @@ impl MinHasher {
     /// a shingle (it has no shingles, so it can only be an exact duplicate).
     pub fn signature(&self, text: &str) -> Option<Vec<u64>> {
         let mut shingles = Vec::new();
-        self.shingles(&simplify(text), &mut shingles);
+        self.shingles(&self.simplify(text), &mut shingles);
         self.signature_of_shingles(&shingles)
     }
 

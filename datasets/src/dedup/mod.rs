@@ -29,7 +29,6 @@ use crate::atomic_file::{AtomicFile, write_json};
 use crate::error::{DataError, Result};
 use crate::reader::{Corpus, OnMalformed};
 use crate::shard::Shard;
-use crate::text_norm::simplify;
 
 /// The first line of a signature file.
 const SIGNATURE_MAGIC: &[u8] = b"phi-zoo minhash signatures v1\n";
@@ -186,7 +185,7 @@ pub fn signatures(
 }
 
 fn document_keys(hasher: &MinHasher, position: u64, text: &str) -> DocumentKeys {
-    let simplified = simplify(text);
+    let simplified = hasher.simplify(text);
     let mut shingles = Vec::new();
     hasher.shingles(&simplified, &mut shingles);
     let bands = hasher
