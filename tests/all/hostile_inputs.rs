@@ -27,10 +27,75 @@ struct Outcome {
     max_rss: i64,
 }
 
+/// The example and arguments `capped_child` runs, as a JSON array.
+const CAPPED_COMMAND: &str = "PHI_ZOO_CAPPED_COMMAND";
+
 /// Runs an example under the address-space cap; its exit status, stderr and peak RSS.
+///
+/// A child forked from this test process would start with this process's resident pages in its
+/// peak RSS (fork maps them, and exec keeps the old high-water mark), and the tests running beside
+/// this one make that tens of MB. So a small process of our own (this test binary running only
+/// `capped_child`) forks the example and reports what `wait4` says of it.
+fn run_capped(binary: &Path, args: &[&str]) -> Outcome {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hostile_inputs::capped_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .args(["--test-threads", "1"])
+        .env(CAPPED_COMMAND, json!([binary, args]).to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l.split_once("capped child: ")?.1).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "capped_child reported nothing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    Outcome {
+        status: ExitStatus::from_raw(report["status"].as_i64().unwrap() as i32),
+        stderr: report["stderr"].as_str().unwrap().to_string(),
+        max_rss: report["max_rss"].as_i64().unwrap(),
+    }
+}
+
+/// The small process `run_capped` starts: runs the command in `PHI_ZOO_CAPPED_COMMAND` under
+/// the cap and prints its outcome as one JSON line. Does nothing unless started by it.
+#[test]
+#[ignore = "started by run_capped, in a child process"]
+fn capped_child() {
+    let Ok(command) = std::env::var(CAPPED_COMMAND) else {
+        return;
+    };
+    let command: Value = serde_json::from_str(&command).unwrap();
+    let binary = PathBuf::from(command[0].as_str().unwrap());
+    let args: Vec<&str> = command[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let outcome = fork_capped(&binary, &args);
+    println!(
+        "capped child: {}",
+        json!({
+            "status": outcome.status.into_raw(),
+            "stderr": outcome.stderr,
+            "max_rss": outcome.max_rss,
+        })
+    );
+}
+
 // The child is reaped by wait4, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-fn run_capped(binary: &Path, args: &[&str]) -> Outcome {
+fn fork_capped(binary: &Path, args: &[&str]) -> Outcome {
     let mut command = Command::new(binary);
     command
         .args(args)
