@@ -29,6 +29,7 @@ use crate::pool::run_pool;
 use crate::progress::Progress;
 use crate::reader::{Corpus, OnMalformed};
 use crate::shard::Shard;
+use crate::template_file::TemplateFile;
 
 /// The default template, as shipped in `assets/templates/annotate-edu-v1.json`.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../assets/templates/annotate-edu-v1.json");
@@ -59,43 +60,43 @@ pub struct AnnotationTemplate {
     pub max_document_chars: usize,
 }
 
+impl TemplateFile for AnnotationTemplate {
+    fn checked(self, origin: &str) -> Result<Self> {
+        let fail = |what: &str| Err(DataError::Invalid(format!("{origin}: {what}")));
+        if !self.prompt.contains("{document}") {
+            return fail("the prompt has no {document} placeholder");
+        }
+        if self.version.trim().is_empty() {
+            return fail("the version is empty");
+        }
+        if self.max_score == 0 || self.max_score > 100 {
+            return fail("max_score must be in 1..=100");
+        }
+        if self.score_prefix.trim().is_empty() {
+            return fail("the score prefix is empty");
+        }
+        if self.max_document_chars == 0 {
+            return fail("max_document_chars must be at least 1");
+        }
+        Ok(self)
+    }
+}
+
 impl AnnotationTemplate {
     /// The shipped default.
     pub fn default_template() -> Self {
-        Self::parse(DEFAULT_TEMPLATE, "the default template").expect("the shipped template parses")
+        Self::parse_json(DEFAULT_TEMPLATE, "the default template")
+            .expect("the shipped template parses")
     }
 
     /// The shipped short template, for models with short contexts.
     pub fn short_template() -> Self {
-        Self::parse(SHORT_TEMPLATE, "the short template").expect("the shipped template parses")
+        Self::parse_json(SHORT_TEMPLATE, "the short template").expect("the shipped template parses")
     }
 
     /// Reads a template file (JSON with the fields of this struct).
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        Self::parse(&text, &path.display().to_string())
-    }
-
-    fn parse(text: &str, origin: &str) -> Result<Self> {
-        let template: Self =
-            serde_json::from_str(text).map_err(|e| DataError::Invalid(format!("{origin}: {e}")))?;
-        let fail = |what: &str| Err(DataError::Invalid(format!("{origin}: {what}")));
-        if !template.prompt.contains("{document}") {
-            return fail("the prompt has no {document} placeholder");
-        }
-        if template.version.trim().is_empty() {
-            return fail("the version is empty");
-        }
-        if template.max_score == 0 || template.max_score > 100 {
-            return fail("max_score must be in 1..=100");
-        }
-        if template.score_prefix.trim().is_empty() {
-            return fail("the score prefix is empty");
-        }
-        if template.max_document_chars == 0 {
-            return fail("max_document_chars must be at least 1");
-        }
-        Ok(template)
+        Self::read_json(path)
     }
 
     /// The prompt for `document` (cut to `max_document_chars`).
@@ -466,14 +467,14 @@ mod tests {
     #[test]
     fn bad_templates_name_the_problem() {
         let bad = DEFAULT_TEMPLATE.replace("{document}", "{doc}");
-        let error = AnnotationTemplate::parse(&bad, "t.json")
+        let error = AnnotationTemplate::parse_json(&bad, "t.json")
             .unwrap_err()
             .to_string();
         assert!(
             error.contains("t.json") && error.contains("{document}"),
             "{error}"
         );
-        let error = AnnotationTemplate::parse("{\"version\": 1}", "t.json").unwrap_err();
+        let error = AnnotationTemplate::parse_json("{\"version\": 1}", "t.json").unwrap_err();
         assert!(error.to_string().contains("t.json"));
     }
 

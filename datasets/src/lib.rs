@@ -31,6 +31,7 @@ mod reader;
 mod shard;
 mod store;
 pub mod synthesize;
+mod template_file;
 pub mod text_norm;
 
 pub use atomic_file::{AtomicFile, write_json};

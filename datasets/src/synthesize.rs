@@ -26,6 +26,7 @@ use crate::journal::Journal;
 use crate::pool::run_pool;
 use crate::progress::Progress;
 use crate::shard::Shard;
+use crate::template_file::TemplateFile;
 
 /// The shipped templates (`assets/templates/synthesize-v1.json`).
 pub const DEFAULT_TEMPLATES: &str = include_str!("../assets/templates/synthesize-v1.json");
@@ -78,36 +79,36 @@ pub struct SynthesisTemplates {
     pub closings: BTreeMap<String, String>,
 }
 
-impl SynthesisTemplates {
-    /// The shipped templates.
-    pub fn default_templates() -> Self {
-        Self::parse(DEFAULT_TEMPLATES, "the default templates").expect("shipped templates parse")
-    }
-
-    /// Reads a templates file (JSON with this struct's fields).
-    pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-        Self::parse(&text, &path.display().to_string())
-    }
-
-    fn parse(text: &str, origin: &str) -> Result<Self> {
-        let t: Self =
-            serde_json::from_str(text).map_err(|e| DataError::Invalid(format!("{origin}: {e}")))?;
+impl TemplateFile for SynthesisTemplates {
+    fn checked(self, origin: &str) -> Result<Self> {
         let fail = |what: String| Err(DataError::Invalid(format!("{origin}: {what}")));
         for audience in AUDIENCES {
-            if !t.closings.contains_key(audience) {
+            if !self.closings.contains_key(audience) {
                 return fail(format!("no closing for the audience {audience:?}"));
             }
         }
-        if t.subunits.is_empty() {
+        if self.subunits.is_empty() {
             return fail("no sub-units".into());
         }
-        for (name, prompt) in [("textbook", &t.textbook), ("exercises", &t.exercises)] {
+        for (name, prompt) in [("textbook", &self.textbook), ("exercises", &self.exercises)] {
             if !prompt.contains("{topic}") {
                 return fail(format!("the {name} prompt has no {{topic}}"));
             }
         }
-        Ok(t)
+        Ok(self)
+    }
+}
+
+impl SynthesisTemplates {
+    /// The shipped templates.
+    pub fn default_templates() -> Self {
+        Self::parse_json(DEFAULT_TEMPLATES, "the default templates")
+            .expect("shipped templates parse")
+    }
+
+    /// Reads a templates file (JSON with this struct's fields).
+    pub fn read(path: &Path) -> Result<Self> {
+        Self::read_json(path)
     }
 }
 
@@ -451,7 +452,7 @@ mod tests {
     #[test]
     fn templates_missing_an_audience_are_refused() {
         let bad = DEFAULT_TEMPLATES.replace("\"young children\":", "\"children\":");
-        let error = SynthesisTemplates::parse(&bad, "s.json")
+        let error = SynthesisTemplates::parse_json(&bad, "s.json")
             .unwrap_err()
             .to_string();
         assert!(
