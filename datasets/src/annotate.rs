@@ -26,10 +26,12 @@ use crate::endpoint::{Endpoint, choice_text};
 use crate::error::{DataError, Result};
 use crate::journal::Journal;
 use crate::pool::run_pool;
+use crate::prepare::hex;
 use crate::progress::Progress;
 use crate::reader::{Corpus, OnMalformed};
 use crate::shard::Shard;
 use crate::template_file::TemplateFile;
+use crate::text_norm::first_chars;
 
 /// The default template, as shipped in `assets/templates/annotate-edu-v1.json`.
 pub const DEFAULT_TEMPLATE: &str = include_str!("../assets/templates/annotate-edu-v1.json");
@@ -101,10 +103,7 @@ impl AnnotationTemplate {
 
     /// The prompt for `document` (cut to `max_document_chars`).
     pub fn render(&self, document: &str) -> String {
-        let cut = match document.char_indices().nth(self.max_document_chars) {
-            Some((at, _)) => &document[..at],
-            None => document,
-        };
+        let cut = first_chars(document, self.max_document_chars);
         self.prompt.replace("{document}", cut)
     }
 
@@ -183,7 +182,7 @@ pub struct AnnotateReport {
 /// the classifier share.
 pub fn document_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&digest[..16])
 }
 
 /// The scores file of `shard` under `out`.

@@ -20,6 +20,7 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use crate::atomic_file::AtomicFile;
 use crate::embed::EmbedderIdentity;
 use crate::error::{DataError, Result};
+use crate::permutation::finalize;
 
 /// What the forest learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,12 +283,9 @@ impl QualityClassifier {
     }
 }
 
-/// splitmix64 of `seed ⊕ i`: a seeded order for the held-out split.
+/// SplitMix64's finaliser of `seed ⊕ i·φ`: a seeded order for the held-out split.
 fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    finalize(seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::annotate::document_hash;
 use crate::atomic_file::write_json;
 use crate::error::{DataError, Result};
 use crate::npy::{read_f32_matrix, write_f32_matrix};
+use crate::prepare::hex;
 use crate::reader::{Corpus, OnMalformed};
 use crate::shard::Shard;
 
@@ -61,11 +62,7 @@ impl EmbedderIdentity {
         }
         Ok(Self {
             source: source.to_string(),
-            fingerprint: hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            fingerprint: hex(&hasher.finalize()),
             dim: model.config().hidden_size,
             max_tokens,
         })

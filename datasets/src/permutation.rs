@@ -52,9 +52,14 @@ impl Permutation {
     }
 }
 
-/// SplitMix64's finaliser: a cheap, well-mixed 64-bit hash.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+/// SplitMix64's step and finaliser: a cheap, well-mixed 64-bit hash, and the generator's output
+/// for state `z` (the next state being `z + 0x9E37_79B9_7F4A_7C15`).
+pub fn mix(z: u64) -> u64 {
+    finalize(z.wrapping_add(0x9E37_79B9_7F4A_7C15))
+}
+
+/// SplitMix64's finaliser alone.
+pub fn finalize(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

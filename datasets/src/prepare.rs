@@ -57,7 +57,8 @@ pub fn tokenizer_sha256(tokenizer: &PhiTokenizer) -> Result<String> {
     Ok(hex(&Sha256::digest(json.as_bytes())))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hexadecimal.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

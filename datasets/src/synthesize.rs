@@ -24,9 +24,11 @@ use crate::endpoint::{Endpoint, choice_text};
 use crate::error::{DataError, Result};
 use crate::journal::Journal;
 use crate::pool::run_pool;
+use crate::prepare::hex;
 use crate::progress::Progress;
 use crate::shard::Shard;
 use crate::template_file::TemplateFile;
+use crate::text_norm::first_chars;
 
 /// The shipped templates (`assets/templates/synthesize-v1.json`).
 pub const DEFAULT_TEMPLATES: &str = include_str!("../assets/templates/synthesize-v1.json");
@@ -163,7 +165,7 @@ pub fn plan(
                         let text = &extracts[index as usize % extracts.len()];
                         templates
                             .extract
-                            .replace("{extract}", clip_chars(text, MAX_EXTRACT_CHARS))
+                            .replace("{extract}", first_chars(text, MAX_EXTRACT_CHARS))
                     };
                     let chapter = templates.chapter.replace("{topic}", topic);
                     let body = match style {
@@ -191,13 +193,6 @@ pub fn plan(
         }
     }
     plan
-}
-
-fn clip_chars(text: &str, chars: usize) -> &str {
-    match text.char_indices().nth(chars) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
 }
 
 /// Sampling settings, recorded with every sample.
@@ -292,10 +287,7 @@ pub fn prompt_hash(prompt: &str, model: &str, sampling: &SamplingSettings, index
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
-    hasher.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&hasher.finalize()[..16])
 }
 
 /// Generates the prompts of `options.shard` of `plan` through `endpoint`, journaling each to

@@ -37,6 +37,14 @@ pub fn simplify_with(text: &str, fold_numbers: bool) -> String {
     out
 }
 
+/// The first `chars` characters of `text` (all of it when shorter).
+pub fn first_chars(text: &str, chars: usize) -> &str {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
 /// The words of `simplify(text)`.
 pub fn words(simplified: &str) -> impl Iterator<Item = &str> {
     simplified.split(' ').filter(|w| !w.is_empty())

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{DataError, Result};
+use crate::permutation::mix;
 use crate::text_norm::{simplify_with, words};
 
 /// The Mersenne prime 2^61 − 1: permutations are taken modulo it, reduction is two folds.
@@ -94,8 +95,9 @@ impl MinHasher {
         config.check()?;
         let mut state = config.seed;
         let mut below_p = || loop {
-            // Rejection keeps the draw uniform in 0..p.
-            let x = splitmix64(&mut state) >> 3;
+            // SplitMix64's stream from the seed; rejection keeps the draw uniform in 0..p.
+            let x = mix(state) >> 3;
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             if x < MERSENNE_61 {
                 return x;
             }
@@ -200,15 +202,6 @@ fn mod_mersenne(x: u128) -> u64 {
     let folded = (folded & p) + (folded >> 61);
     let r = folded as u64;
     if r >= MERSENNE_61 { r - MERSENNE_61 } else { r }
-}
-
-/// Sebastiano Vigna's splitmix64: a small, well-mixed generator for the permutation parameters.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The exact Jaccard similarity of two shingle sets (1 for two empty sets).
