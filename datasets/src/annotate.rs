@@ -204,13 +204,12 @@ pub fn annotate(
     let start = Instant::now();
     let path = scores_path(out, options.shard);
     let mut journal = Journal::open(&path)?;
-    let documents = options.shard.count_documents(corpus)?;
     let mut report = AnnotateReport {
         path: path.clone(),
-        documents,
         ..Default::default()
     };
-    let progress = Progress::new(options.progress, documents, "annotate");
+    let progress = Progress::over_shard(options.progress, options.shard, corpus, "annotate")?;
+    let mut documents = 0u64;
     let version = options.template.version.clone();
     // Keys written before this run, and those queued by it: a document repeated in the corpus
     // is asked once.
@@ -228,6 +227,7 @@ pub fn annotate(
             options
                 .shard
                 .read(corpus, OnMalformed::Fail, &mut |position, text| {
+                    documents += 1;
                     let hash = document_hash(&text);
                     let key = format!("{hash}:{version}");
                     if !queued.insert(key.clone()) {
@@ -276,6 +276,7 @@ pub fn annotate(
     journal.sync()?;
     progress.finish();
     result?;
+    report.documents = documents;
     report.skipped = skipped;
     report.seconds = start.elapsed().as_secs_f64();
     report.requests_per_second = report.requested as f64 / report.seconds.max(1e-9);

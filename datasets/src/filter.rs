@@ -85,19 +85,19 @@ pub fn filter<B: Backend>(
     let scores_path = out.join(format!("filter-scores-{stem}.jsonl"));
     let mut journal = Journal::open(&scores_path)?;
     let done = journal.keys();
-    let documents = options.shard.count_documents(corpus)?;
-    let progress = Progress::new(options.progress, documents, "filter");
-    let mut pending: Vec<(u64, String)> = Vec::new();
+    let progress = Progress::over_shard(options.progress, options.shard, corpus, "filter")?;
+    let mut documents = 0u64;
+    // The batch waiting to be embedded: positions, and texts (lent to the embedder as they are).
+    let mut pending: (Vec<u64>, Vec<String>) = (Vec::new(), Vec::new());
     let mut scored = 0u64;
-    let mut flush = |pending: &mut Vec<(u64, String)>, journal: &mut Journal| -> Result<()> {
-        if pending.is_empty() {
+    let mut flush = |pending: &mut (Vec<u64>, Vec<String>), journal: &mut Journal| -> Result<()> {
+        if pending.0.is_empty() {
             return Ok(());
         }
-        let texts: Vec<String> = pending.iter().map(|(_, t)| t.clone()).collect();
-        let embeddings = embedder.embed(&texts)?;
+        let embeddings = embedder.embed(&pending.1)?;
         let rows: Vec<&[f32]> = embeddings.iter().map(Vec::as_slice).collect();
         let scores = classifier.score(&rows)?;
-        for ((position, text), score) in pending.drain(..).zip(scores) {
+        for ((position, text), score) in pending.0.drain(..).zip(pending.1.drain(..)).zip(scores) {
             journal.append(&json!({
                 "key": position.to_string(),
                 "position": position,
@@ -113,12 +113,14 @@ pub fn filter<B: Backend>(
     options
         .shard
         .read(corpus, OnMalformed::Fail, &mut |position, text| {
+            documents += 1;
             if done.contains(&position.to_string()) {
                 progress.advance();
                 return Ok(());
             }
-            pending.push((position, text));
-            if pending.len() >= options.batch.max(1) {
+            pending.0.push(position);
+            pending.1.push(text);
+            if pending.0.len() >= options.batch.max(1) {
                 flush(&mut pending, &mut journal)?;
             }
             Ok(())

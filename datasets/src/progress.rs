@@ -3,6 +3,10 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::error::Result;
+use crate::reader::Corpus;
+use crate::shard::Shard;
+
 /// Progress over a known number of items.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -23,6 +27,17 @@ impl Progress {
             bar
         });
         Self { bar }
+    }
+
+    /// A bar over the documents of `shard` of `corpus`, labelled `label`. Only a bar needs the
+    /// count, which costs a reading pass: without one (`enabled` false) nothing is read.
+    pub fn over_shard(enabled: bool, shard: Shard, corpus: &Corpus, label: &str) -> Result<Self> {
+        let total = if enabled {
+            shard.count_documents(corpus)?
+        } else {
+            0
+        };
+        Ok(Self::new(enabled, total, label))
     }
 
     /// One more item done.
