@@ -12,13 +12,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
-use xxhash_rust::xxh3::xxh3_64;
 
 use crate::atomic_file::{AtomicFile, write_json};
 use crate::error::{DataError, Result};
 use crate::reader::{Corpus, OnMalformed};
 use crate::shard::Shard;
-use crate::text_norm::{simplify_with, words};
+use crate::text_norm::{ngram_hashes, simplify_with, words};
 
 /// phi-1's n-gram length for its HumanEval overlap check.
 pub const DEFAULT_NGRAM: usize = 13;
@@ -154,8 +153,8 @@ impl NgramIndex {
             if words.len() < ngram {
                 too_short += 1;
             }
-            for gram in words.windows(ngram) {
-                grams.entry(gram_hash(gram)).or_insert(index as u32);
+            for (_, hash) in ngram_hashes(&words, ngram) {
+                grams.entry(hash).or_insert(index as u32);
             }
         }
         Ok(Self {
@@ -180,8 +179,8 @@ impl NgramIndex {
     pub fn find(&self, text: &str) -> Option<Contamination> {
         let simplified = simplify_with(text, false);
         let words: Vec<&str> = words(&simplified).collect();
-        words.windows(self.ngram).find_map(|gram| {
-            let item = &self.items[*self.grams.get(&gram_hash(gram))? as usize];
+        ngram_hashes(&words, self.ngram).find_map(|(gram, hash)| {
+            let item = &self.items[*self.grams.get(&hash)? as usize];
             Some(Contamination {
                 benchmark: item.benchmark.clone(),
                 item: item.id.clone(),
@@ -189,10 +188,6 @@ impl NgramIndex {
             })
         })
     }
-}
-
-fn gram_hash(words: &[&str]) -> u64 {
-    xxh3_64(words.join(" ").as_bytes())
 }
 
 /// What decontamination did to one shard.

@@ -6,6 +6,7 @@
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// `text` reduced for comparison: lowercase, diacritics dropped, each number (digits, with one
 /// decimal part after `.` or `,`) replaced by `0`, punctuation, symbols of ASCII and control
@@ -48,6 +49,25 @@ pub fn first_chars(text: &str, chars: usize) -> &str {
 /// The words of `simplify(text)`.
 pub fn words(simplified: &str) -> impl Iterator<Item = &str> {
     simplified.split(' ').filter(|w| !w.is_empty())
+}
+
+/// Each run of `n` consecutive `words` with its hash (xxh3 of the words joined by single
+/// spaces), in order: dedup's shingles and decontamination's n-grams.
+pub fn ngram_hashes<'a>(
+    words: &'a [&'a str],
+    n: usize,
+) -> impl Iterator<Item = (&'a [&'a str], u64)> + 'a {
+    let mut joined = String::new();
+    words.windows(n).map(move |gram| {
+        joined.clear();
+        for (i, word) in gram.iter().enumerate() {
+            if i > 0 {
+                joined.push(' ');
+            }
+            joined.push_str(word);
+        }
+        (gram, xxh3_64(joined.as_bytes()))
+    })
 }
 
 fn push_word_char(out: &mut String, pending_space: &mut bool, c: char) {

@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{DataError, Result};
 use crate::permutation::mix;
-use crate::text_norm::{simplify_with, words};
+use crate::text_norm::{ngram_hashes, simplify_with, words};
 
 /// The Mersenne prime 2^61 − 1: permutations are taken modulo it, reduction is two folds.
 const MERSENNE_61: u64 = (1 << 61) - 1;
@@ -132,17 +132,7 @@ impl MinHasher {
     pub fn shingles(&self, simplified: &str, out: &mut Vec<u64>) {
         out.clear();
         let words: Vec<&str> = words(simplified).collect();
-        let mut joined = String::new();
-        for gram in words.windows(self.config.ngram) {
-            joined.clear();
-            for (i, word) in gram.iter().enumerate() {
-                if i > 0 {
-                    joined.push(' ');
-                }
-                joined.push_str(word);
-            }
-            out.push(xxh3_64(joined.as_bytes()));
-        }
+        out.extend(ngram_hashes(&words, self.config.ngram).map(|(_, hash)| hash));
     }
 
     /// The set of a text's shingles: what the Jaccard similarity is measured on.
