@@ -37,7 +37,8 @@ struct Args {
     /// Positions (prompt and completion) per request at most; default: the model's context.
     #[arg(long)]
     max_context: Option<usize>,
-    /// Prompt tokens read per step while other requests decode.
+    /// Prompt tokens read per step while other requests decode (prompts are read in pieces of
+    /// this many tokens).
     #[arg(long, default_value_t = 64)]
     prefill_chunk: usize,
     /// Requests that may wait for a free row; more are refused with 503.

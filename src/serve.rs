@@ -50,7 +50,8 @@ pub struct ServeOptions {
     pub max_batch: usize,
     /// Positions (prompt and completion) per request at most (`None`: the model's context).
     pub max_context: Option<usize>,
-    /// Prompt tokens per prefill step: the longest a running stream waits for a new prompt.
+    /// Prompt tokens per prefill step, and the pieces prompts are read in: the longest a running
+    /// stream waits for a new prompt.
     pub prefill_chunk: usize,
     /// Requests waiting for a row at most; more get 503.
     pub max_queue: usize,

@@ -2,16 +2,26 @@
 //! server needs when clients come and go.
 //!
 //! Every step does at most two things: up to `prefill_chunk` tokens of waiting prompts' prefill
-//! (each prompt in a one-row cache of its own; a long prompt takes several steps, short ones
-//! share one), and one decode step for every running row (one token each, in one batched forward
-//! pass). A prompt whose prefill completes joins the batch: its cached keys and values
-//! are copied into a free row of the batch cache, right-aligned with the others' (left padding
-//! before it, as `generate_batch` pads), so from then on it decodes in step with them. A row that
-//! finishes, or whose client is gone, leaves at the next step; its slot is reused.
+//! (each prompt in a one-row cache of its own, read in pieces of `prefill_chunk` tokens counted
+//! from its start; a long prompt takes several steps, short ones share one), and one decode
+//! step for every running row (one token each, in one batched forward pass). A prompt whose
+//! prefill completes joins the batch: its cached keys and values are copied into a free row of
+//! the batch cache, right-aligned with the others' (left padding before it, as `generate_batch`
+//! pads), so from then on it decodes in step with them. A row that finishes, or whose client is
+//! gone, leaves at the next step; its slot is reused.
 //!
 //! The batch cache grows by doubling, in rows up to `max_batch` and in slots up to `max_context`;
-//! when its slots run out it reclaims the padding every row shares (`KvCache::shift`). Each row's
-//! result equals `generate`'s for its prompt alone: the same picker, seed and stopping rules.
+//! when its slots run out it reclaims the padding every row shares (`KvCache::shift`).
+//!
+//! A request's tokens do not depend on what else runs, or when: its prompt is cut into the same
+//! pieces whatever the timing (a piece is never split to fill a step's budget, which would make
+//! the cut depend on which prompts happened to wait together), decoding a row is the same
+//! arithmetic in any batch (padding is masked out, and on the CPU the few-row projection
+//! computes each row alone, up to 32 rows), and each request has its own picker and seed. So a
+//! sampled request gives the same text under any load, bit for bit. It is also `generate`'s
+//! result for the prompt alone (the same picker, seed and stopping rules) when the prompt fits
+//! one piece; a longer prompt, which `generate` reads at once, may round differently in the last
+//! bits, which greedy decoding does not see unless two logits tie that closely.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -95,8 +105,9 @@ pub struct BatchSettings {
     pub max_batch: usize,
     /// Positions (prompt and generated) per request at most; also the cache's slots per row.
     pub max_context: usize,
-    /// Prompt tokens read per step (over one or several waiting prompts): how long a running
-    /// stream waits for joining prompts at most.
+    /// Prompt tokens read per step (over one or several waiting prompts), and the length of
+    /// the pieces prompts are read in: how long a running stream waits for joining prompts at
+    /// most.
     pub prefill_chunk: usize,
 }
 
@@ -248,8 +259,9 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
 
     fn try_step(&mut self) -> Result<()> {
         self.drop_abandoned();
-        // Up to `prefill_chunk` prompt tokens per step, over as many waiting prompts as they
-        // cover: short prompts join several at a time, a long one takes several steps.
+        // Up to `prefill_chunk` prompt tokens per step, in whole pieces, over as many waiting
+        // prompts as they cover: short prompts join several at a time, a long one takes several
+        // steps.
         let mut budget = self.settings.prefill_chunk;
         let started = Instant::now();
         while budget > 0 {
@@ -270,7 +282,7 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
                     prompt_logprobs: Vec::new(),
                 });
             }
-            match self.prefill_chunk(budget)? {
+            match self.prefill_piece(budget)? {
                 0 => break,
                 read => budget -= read,
             }
@@ -315,15 +327,20 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
         }
     }
 
-    /// Reads up to `limit` more tokens of the prompt being prefilled (returns how many); after
-    /// the last, picks its first token and moves it into the batch.
-    fn prefill_chunk(&mut self, limit: usize) -> Result<usize> {
+    /// Reads the next piece of the prompt being prefilled (its next `prefill_chunk` tokens, or
+    /// the rest) when it fits in `budget` tokens, and returns its length (0: it did not fit);
+    /// after the last, picks the first new token and moves the row into the batch.
+    fn prefill_piece(&mut self, budget: usize) -> Result<usize> {
         let phi = self.model.phi();
         let adapters = self.model.adapters();
+        let piece = self.settings.prefill_chunk;
         let prefill = self.prefill.as_mut().expect("a prefill is running");
         let prompt = &prefill.request.prompt;
-        let end = (prefill.done + limit).min(prompt.len());
+        let end = (prefill.done + piece).min(prompt.len());
         let read = end - prefill.done;
+        if read > budget {
+            return Ok(0);
+        }
         let chunk = phi.ids_tensor(&[prompt[prefill.done..end].to_vec()], &self.device)?;
         let options = Options::cached(&mut prefill.cache).with_adapters(adapters);
         let last_logits = match prefill.request.prompt_logprobs {

@@ -93,13 +93,24 @@ pub(crate) fn attention<B: Backend>(
     let [batch, heads, seq, head_dim] = q.dims();
     // Back to `[batch, seq, heads·head_dim]`: for the CPU kernel's input, and the output's layout.
     let merge = |t: Tensor<B, 4>| t.swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
-    // A decode step (one query) takes the generic path on the CPU too: its matmuls read the
-    // cache in place, where the kernel would copy every cached key and value first.
     if kernels_apply(&q) && seq > 1 {
-        cpu::attention::attention(merge(q), k, v, mask, heads, scale as f32)
-    } else {
-        merge(tensor::attention(q, k, v, mask, dropout, scale))
+        return cpu::attention::attention(merge(q), k, v, mask, heads, scale as f32);
     }
+    // A decode step: a kernel that reads the cache in place and reduces over each row's own
+    // slots only, so a row decodes the same in any batch.
+    #[cfg(feature = "flex")]
+    if kernels_apply(&q)
+        && let Some(out) = cpu::decode_attention::attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            mask.clone(),
+            scale as f32,
+        )
+    {
+        return out;
+    }
+    merge(tensor::attention(q, k, v, mask, dropout, scale))
 }
 
 #[cfg(test)]

@@ -10,10 +10,7 @@
 //! number of rows or the tile it falls in, so a row's result does not depend on the batch it is
 //! in: batched decoding gives what decoding alone gives, bit for bit.
 
-use std::any::Any;
-
 use burn::prelude::*;
-use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 /// Lanes of one accumulator (an AVX2 register of f32).
@@ -31,7 +28,7 @@ pub(crate) fn linear<B: Backend>(
     let device = x.device();
     let [rows, d_in] = x.dims();
     let [_, d_out] = weight.dims();
-    let weight = flex(weight)?;
+    let weight = super::flex(weight)?;
     let layout = weight.layout();
     if layout.strides() != [1, d_in as isize] {
         return None;
@@ -63,15 +60,6 @@ pub(crate) fn linear<B: Backend>(
         TensorData::new(y, [rows, d_out]),
         &device,
     ))
-}
-
-/// The CPU backend's tensor behind `t`, when `B` is that backend.
-fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<FlexTensor> {
-    let primitive = t.into_primitive().tensor();
-    (Box::new(primitive) as Box<dyn Any>)
-        .downcast::<FlexTensor>()
-        .ok()
-        .map(|t| *t)
 }
 
 /// `out[o·rows + r] = Σ_i w[o·d_in + i]·x[r·d_in + i]` for every output row of `w`.

@@ -8,6 +8,8 @@
 
 pub(crate) mod attention;
 #[cfg(feature = "flex")]
+pub(crate) mod decode_attention;
+#[cfg(feature = "flex")]
 pub(crate) mod few_rows;
 pub(crate) mod gelu;
 pub(crate) mod rotary;
@@ -40,4 +42,15 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> 
     x.into_data()
         .into_vec()
         .expect("the CPU fast paths run on f32 tensors only")
+}
+
+/// The CPU backend's tensor behind `t`, when `B` is that backend.
+#[cfg(feature = "flex")]
+pub(crate) fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
+    use std::any::Any;
+    let primitive = t.into_primitive().tensor();
+    (Box::new(primitive) as Box<dyn Any>)
+        .downcast::<burn_flex::FlexTensor>()
+        .ok()
+        .map(|t| *t)
 }
