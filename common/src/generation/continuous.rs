@@ -16,9 +16,10 @@
 //! A request's tokens do not depend on what else runs, or when: its prompt is cut into the same
 //! pieces whatever the timing (a piece is never split to fill a step's budget, which would make
 //! the cut depend on which prompts happened to wait together), decoding a row is the same
-//! arithmetic in any batch (padding is masked out, and on the CPU the few-row projection
-//! computes each row alone, up to 32 rows), and each request has its own picker and seed. So a
-//! sampled request gives the same text under any load, bit for bit. It is also `generate`'s
+//! arithmetic in any batch of up to 8 rows (padding is masked out, and on the CPU the few-row
+//! projection computes each row alone; from 9 rows the faster blocked product rounds by row
+//! count), and each request has its own picker and seed. So with `max_batch` at most 8 a sampled
+//! request gives the same text under any load, bit for bit. It is also `generate`'s
 //! result for the prompt alone (the same picker, seed and stopping rules) when the prompt fits
 //! one piece; a longer prompt, which `generate` reads at once, may round differently in the last
 //! bits, which greedy decoding does not see unless two logits tie that closely.

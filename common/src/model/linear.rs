@@ -17,6 +17,10 @@ use super::ops;
 
 /// At most this many rows (batch × new tokens) count as "few": a decode step, a small batch.
 const FEW_ROWS: usize = 32;
+/// Rows up to which the CPU's few-row kernel beats the blocked matmul (phi-1.5, 2 cores: 1.5×
+/// faster at 4 rows, as fast at 1; a 16-row decode step 0.88 s against 0.68 s,
+/// `examples/linear_bench.rs`).
+const KERNEL_ROWS: usize = 8;
 /// The weight is cut into this many row blocks for few-row products on the CPU.
 const WEIGHT_BLOCKS: usize = 4;
 
@@ -118,13 +122,14 @@ impl<B: Backend> PhiLinear<B> {
         if rows > FEW_ROWS || !d_out.is_multiple_of(WEIGHT_BLOCKS) || !ops::is_cpu::<B>() {
             return linear(x, self.weight.val(), Some(self.bias.val()));
         }
-        // Inference in f32: the few-row kernel, which reads the weight in place and computes
-        // every row alone, so a decode step gives each row the same bits in a batch of any size
-        // up to `FEW_ROWS` (continuous batching's promise). The blocked matmul below is as fast
-        // from 9 to 32 rows for phi-1.5's fc1 and up to 1.4× faster for fc2, whose rows
-        // (8,192 inputs) leave the L2 cache here (`examples/linear_bench.rs`, 2 cores, AMD EPYC);
-        // exactness is worth that.
-        if let Some(y) = ops::few_rows_linear(&x, self.weight.val(), self.bias.val()) {
+        // Inference in f32 on up to 8 rows: the few-row kernel, which reads the weight in place
+        // and computes every row alone, so a decode step of up to 8 rows gives each row the same
+        // bits in any batch (continuous batching's promise). From 9 rows its inputs leave the
+        // cache and the blocked matmul below is faster, at the price of a rounding that depends
+        // on the row count.
+        if rows <= KERNEL_ROWS
+            && let Some(y) = ops::few_rows_linear(&x, self.weight.val(), self.bias.val())
+        {
             return y;
         }
         // Under autodiff (or in half precision): on the CPU backend `x·W` with few rows runs on one thread at about half the memory
