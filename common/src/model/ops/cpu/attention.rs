@@ -27,11 +27,7 @@ pub(crate) fn attention<B: Backend>(
     let [batch, seq, width] = q.dims();
     let [_, kv_heads, keys, dim] = k.dims();
     let (q, k, v) = (super::host_f32(q), super::host_f32(k), super::host_f32(v));
-    let hidden: Option<Vec<bool>> = mask.map(|m| {
-        m.into_data()
-            .into_vec()
-            .expect("a Bool tensor reads back as bools")
-    });
+    let hidden = mask.map(super::host_bools);
     let shape = Shape {
         seq,
         keys,

@@ -39,11 +39,7 @@ pub(crate) fn attention<B: Backend>(
     let (k, v) = (flex(k)?, flex(v)?);
     let (k, v) = (CacheView::new(&k)?, CacheView::new(&v)?);
     let q = super::host_f32(q);
-    let hidden: Option<Vec<bool>> = mask.map(|m| {
-        m.into_data()
-            .into_vec()
-            .expect("a Bool tensor reads back as bools")
-    });
+    let hidden = mask.map(super::host_bools);
     let shape = Shape {
         batch,
         heads,

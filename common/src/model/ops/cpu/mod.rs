@@ -44,6 +44,13 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> 
         .expect("the CPU fast paths run on f32 tensors only")
 }
 
+/// A mask's values (true = hidden), for the attention kernels.
+pub(crate) fn host_bools<B: Backend, const D: usize>(mask: Tensor<B, D, Bool>) -> Vec<bool> {
+    mask.into_data()
+        .into_vec()
+        .expect("a Bool tensor reads back as bools")
+}
+
 /// The CPU backend's tensor behind `t`, when `B` is that backend.
 #[cfg(feature = "flex")]
 pub(crate) fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
