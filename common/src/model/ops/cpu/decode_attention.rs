@@ -14,10 +14,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::flex;
-
-/// Lanes of the dot products' accumulators (a fixed order, whatever the CPU).
-const LANES: usize = 8;
+use super::{LANES, flex, sum_lanes};
 
 /// `softmax(q·kᵀ·scale)·v` for one query per row: `q: [batch, heads, 1, dim]`, keys and values
 /// `[batch, kv_heads, keys, dim]` (views of the cache are read in place), `mask`
@@ -153,8 +150,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             lanes[l] += x[l] * y[l];
         }
     }
-    let mut sum = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+    let mut sum = sum_lanes(&lanes);
     for (x, y) in a[body..].iter().zip(&b[body..]) {
         sum += x * y;
     }

@@ -13,8 +13,8 @@
 use burn::prelude::*;
 use rayon::prelude::*;
 
-/// Lanes of one accumulator (an AVX2 register of f32).
-const LANES: usize = 8;
+use super::{LANES, sum_lanes};
+
 /// Output rows per parallel task: a few tasks per thread, and each weight block read once.
 const OUTPUTS_PER_TASK: usize = 64;
 
@@ -117,8 +117,7 @@ fn finish<const O: usize, const R: usize>(
     let mut sums = [[0.0f32; 4]; 2];
     for (a, row_acc) in acc.iter().enumerate() {
         for (b, lanes) in row_acc.iter().enumerate() {
-            let mut s = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-                + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+            let mut s = sum_lanes(lanes);
             for k in body..d_in {
                 let (wk, xk) = (w[(o + a) * d_in + k], x[(r + b) * d_in + k]);
                 s = if fused {

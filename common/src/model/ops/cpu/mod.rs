@@ -44,6 +44,19 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> 
         .expect("the CPU fast paths run on f32 tensors only")
 }
 
+/// Lanes of the kernels' dot-product accumulators: an AVX2 register of f32, and a fixed order
+/// of additions whatever the CPU.
+#[cfg(feature = "flex")]
+pub(crate) const LANES: usize = 8;
+
+/// A dot product's running lanes added up, always in this order: the few-row projection and
+/// decode attention promise a row the same bits in any batch.
+#[cfg(feature = "flex")]
+pub(crate) fn sum_lanes(lanes: &[f32; LANES]) -> f32 {
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+}
+
 /// A mask's values (true = hidden), for the attention kernels.
 pub(crate) fn host_bools<B: Backend, const D: usize>(mask: Tensor<B, D, Bool>) -> Vec<bool> {
     mask.into_data()
