@@ -196,6 +196,8 @@ where
     O: Optimizer<M, B> + 'static,
     S: LrScheduler + 'static,
 {
+    // Each step frees and reallocates the same large buffers: keep them (see the function).
+    crate::memory::retain_freed_memory();
     let devices = match devices {
         [] => trainee.phi().devices()[..1].to_vec(),
         some => some.to_vec(),

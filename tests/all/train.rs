@@ -10,7 +10,10 @@ use phi_zoo::common::train::regularize::{
 };
 use phi_zoo::common::train::{LmBatch, StepSettings, Trainee, lm_loss};
 
-use crate::fixtures::{Reference, Train, layout_dir, logged, store, tiny_trainee, to_vec};
+use crate::fixtures::{
+    Reference, Train, examples, fixture, layout_dir, logged, patterned_adapters, store,
+    tiny_trainee, to_vec,
+};
 
 /// Mean NLL computed on the host in f64, for comparison.
 fn host_loss(logits: &[f32], targets: &[i64], vocab: usize, keep: &[bool]) -> f64 {
@@ -437,4 +440,100 @@ fn the_loss_curve_is_drawn_with_axes_in_svg_and_png() {
         let bytes = std::fs::read(&png).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     }
+}
+
+/// Every float parameter's gradient in `grads`, in the module's order (empty where none).
+fn all_grads<M: burn::module::Module<Train>>(
+    module: &M,
+    grads: &burn::optim::GradientsParams,
+) -> Vec<Vec<f32>> {
+    use burn::module::{ModuleVisitor, Param};
+    struct Collect<'a>(&'a burn::optim::GradientsParams, Vec<Vec<f32>>);
+    impl ModuleVisitor<Train> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Train, D>>) {
+            let grad = self
+                .0
+                .get::<Cpu, D>(param.id)
+                .map(to_vec)
+                .unwrap_or_default();
+            self.1.push(grad);
+        }
+    }
+    let mut collect = Collect(grads, vec![]);
+    module.visit(&mut collect);
+    collect.1
+}
+
+/// Training's fused head and loss (`lm_train_step`, the head's gradients computed with the loss
+/// and registered after the backward pass) gives the loss and every gradient of the plain path
+/// (logits through autodiff into `lm_loss`): full batches and masked ones, with LoRA adapters,
+/// and a batch that keeps nothing.
+#[test]
+fn the_fused_head_and_loss_give_the_plain_loss_and_gradients() {
+    use burn::optim::GradientsParams;
+    use phi_zoo::common::model::Adapters;
+    use phi_zoo::common::train::LmStepOutput;
+    use phi_zoo::datasets::{FinetuneSet, SampleStream};
+
+    let device = Default::default();
+    let phi = fixture::<Train>(&device);
+    let set = FinetuneSet::new(examples(16), 16, 0, 5).unwrap();
+    let masked = set.batch::<Train>(0..8, &device);
+    assert!(masked.loss_mask.is_some());
+    let unmasked = LmBatch {
+        loss_mask: None,
+        ..masked.clone()
+    };
+    let nothing = LmBatch {
+        loss_mask: masked
+            .loss_mask
+            .clone()
+            .map(|m| m.clone().bool_and(m.bool_not())),
+        ..masked.clone()
+    };
+    let adapters = patterned_adapters(&phi, &device);
+    let check = |what: &str, batch: LmBatch<Train>, with_adapters: bool| {
+        let lora = with_adapters.then_some(&adapters);
+        let dyn_lora = lora.map(|a| a as &dyn Adapters<Train>);
+        let plain: LmStepOutput<Train> = phi.lm_step_adapted(batch.clone(), dyn_lora);
+        let plain_loss = plain.loss.clone().into_scalar() as f64;
+        let plain_back = plain.loss.backward();
+        let (fused, fused_back) = phi.lm_train_step(batch, dyn_lora);
+        let fused_loss = fused.loss.into_scalar() as f64;
+        assert_eq!(fused.tokens, plain.tokens, "{what}");
+        assert!(
+            (fused_loss - plain_loss).abs() <= 1e-6 * plain_loss.abs().max(1.0),
+            "{what}: loss {fused_loss} vs {plain_loss}"
+        );
+        // A LoRA run trains the adapters; a full run every parameter.
+        let (fused_grads, plain_grads) = match lora {
+            Some(a) => (
+                all_grads(a, &GradientsParams::from_grads(fused_back, a)),
+                all_grads(a, &GradientsParams::from_grads(plain_back, a)),
+            ),
+            None => (
+                all_grads(&phi, &GradientsParams::from_grads(fused_back, &phi)),
+                all_grads(&phi, &GradientsParams::from_grads(plain_back, &phi)),
+            ),
+        };
+        assert!(!fused_grads.is_empty());
+        assert_eq!(fused_grads.len(), plain_grads.len());
+        for (i, (f, p)) in fused_grads.iter().zip(&plain_grads).enumerate() {
+            assert_eq!(f.len(), p.len(), "{what}: parameter {i}");
+            let scale = p.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let d = f
+                .iter()
+                .zip(p)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                d <= 1e-5 * scale,
+                "{what}: parameter {i}: {d} (largest {scale})"
+            );
+        }
+        fused_loss
+    };
+    check("unmasked", unmasked, false);
+    check("masked", masked.clone(), false);
+    check("LoRA, masked", masked, true);
+    assert_eq!(check("nothing kept", nothing, false), 0.0);
 }

@@ -60,8 +60,8 @@ impl<B: AutodiffBackend> TrainStep for LoraTrainee<B> {
     type Output = LmStepOutput<B>;
 
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmStepOutput<B>> {
-        let output = self.base.0.lm_step_adapted(batch, Some(&self.adapters));
-        TrainOutput::new(self, output.loss.backward(), output)
+        let (output, grads) = self.base.0.lm_train_step(batch, Some(&self.adapters));
+        TrainOutput::new(self, grads, output)
     }
 
     fn optimize<AB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self

@@ -2,6 +2,7 @@
 //! `TrainStep` / `InferenceStep` for `Phi`.
 
 pub mod frozen;
+pub mod head_loss;
 pub mod lora_trainee;
 pub mod loss;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod trainee;
 
 pub use crate::batch::LmBatch;
 pub use frozen::Frozen;
+pub use head_loss::{HeadLoss, head_loss};
 pub use lora_trainee::LoraTrainee;
 pub use loss::lm_loss;
 pub use metrics::{PerplexityOfLoss, TokenRate, known_peak_bf16_flops};

@@ -7,8 +7,11 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 
+use burn::tensor::backend::AutodiffBackend;
+
 use crate::batch::LmBatch;
 use crate::model::{Adapters, Options, Phi};
+use crate::train::head_loss::head_loss;
 use crate::train::loss::lm_loss;
 
 /// What a step reports: its loss, how many target tokens it covered, and when it was issued.
@@ -66,10 +69,7 @@ impl<B: Backend> Phi<B> {
         adapters: Option<&dyn Adapters<B>>,
     ) -> LmStepOutput<B> {
         let issued = Instant::now();
-        let tokens = match &batch.loss_mask {
-            Some(mask) => mask.clone().int().sum().into_scalar().elem::<i64>() as usize,
-            None => batch.targets.dims().iter().product(),
-        };
+        let tokens = counted_tokens(&batch);
         let logits = self
             .logits(batch.inputs, Options::default().with_adapters(adapters))
             .expect("training windows fit the context and adapters match the model: both are checked when training starts");
@@ -78,5 +78,38 @@ impl<B: Backend> Phi<B> {
             tokens,
             issued,
         }
+    }
+}
+
+impl<B: AutodiffBackend> Phi<B> {
+    /// `lm_step_adapted` as a training step takes it, with its gradients: the same loss and
+    /// gradients as `lm_step_adapted(..).loss.backward()`, the LM head and the loss computed
+    /// together (`train::head_loss`), never holding the logits.
+    pub fn lm_train_step(
+        &self,
+        batch: LmBatch<B>,
+        adapters: Option<&dyn Adapters<B>>,
+    ) -> (LmStepOutput<B>, B::Gradients) {
+        let issued = Instant::now();
+        let tokens = counted_tokens(&batch);
+        let hidden = self
+            .hidden_states(batch.inputs, Options::default().with_adapters(adapters))
+            .expect("training windows fit the context and adapters match the model: both are checked when training starts");
+        let loss = head_loss(&self.lm_head, hidden, batch.targets, batch.loss_mask);
+        let grads = loss.backward();
+        let output = LmStepOutput {
+            loss: loss.loss,
+            tokens,
+            issued,
+        };
+        (output, grads)
+    }
+}
+
+/// Target tokens a batch counts in its loss.
+fn counted_tokens<B: Backend>(batch: &LmBatch<B>) -> usize {
+    match &batch.loss_mask {
+        Some(mask) => mask.clone().int().sum().into_scalar().elem::<i64>() as usize,
+        None => batch.targets.dims().iter().product(),
     }
 }

@@ -58,8 +58,8 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
     type Output = LmStepOutput<B>;
 
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmStepOutput<B>> {
-        let output = self.phi.lm_step(batch);
-        TrainOutput::new(self, output.loss.backward(), output)
+        let (output, grads) = self.phi.lm_train_step(batch, None);
+        TrainOutput::new(self, grads, output)
     }
 
     fn optimize<AB, O>(self, optim: &mut O, lr: f64, grads: GradientsParams) -> Self

@@ -113,6 +113,43 @@ pub(crate) fn attention<B: Backend>(
     merge(tensor::attention(q, k, v, mask, dropout, scale))
 }
 
+/// Cross-entropy rows of the logits `x = products + bias` (`products: [rows, vocab]`, f32, an
+/// LM head's matmul without its bias) against `targets: [rows]`, each row weighted by
+/// `weights: [rows]`: the gradient of `Σ w·nll` with respect to the logits,
+/// `w·(softmax(x) − onehot(t))`, computed in the products' memory, and each row's
+/// `nll = logsumexp(x) − x[t]` (0 where `w` is 0). For training's fused head and loss.
+#[cfg(feature = "train")]
+pub(crate) fn cross_entropy_rows<B: Backend>(
+    products: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    if !kernels_apply(&products) || bias.dtype() != DType::F32 {
+        return tensor::cross_entropy_rows(products, bias, targets, weights);
+    }
+    let device = products.device();
+    let [rows, vocab] = products.dims();
+    let targets: Vec<usize> = targets
+        .into_data()
+        .iter::<i64>()
+        .map(|t| t as usize)
+        .collect();
+    assert!(
+        targets.iter().all(|&t| t < vocab),
+        "a target id is outside the {vocab}-token vocabulary (token stores check their ids)"
+    );
+    let weights = cpu::host_f32(weights);
+    let bias = cpu::host_f32(bias);
+    let mut values = cpu::host_f32(products);
+    let nll = cpu::cross_entropy::softmax_grad_rows(&mut values, &bias, &targets, &weights);
+    let nll: Vec<f32> = nll.into_iter().map(|v| v as f32).collect();
+    (
+        Tensor::from_data(TensorData::new(values, [rows, vocab]), &device),
+        Tensor::from_data(TensorData::new(nll, [rows]), &device),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -120,5 +157,46 @@ mod tests {
         use burn::backend::{Autodiff, Flex};
         assert!(super::is_cpu::<Flex>());
         assert!(super::is_cpu::<Autodiff<Flex>>());
+    }
+
+    /// The CPU kernel and the tensor code other backends run agree (the kernel is checked
+    /// against an f64 reference in its own module).
+    #[cfg(feature = "train")]
+    #[test]
+    fn cross_entropy_rows_kernel_equals_the_tensor_version() {
+        use burn::backend::Flex;
+        use burn::prelude::*;
+        use burn::tensor::Distribution;
+
+        let device = Default::default();
+        let (rows, vocab) = (6, 203);
+        let products =
+            Tensor::<Flex, 2>::random([rows, vocab], Distribution::Uniform(-8.0, 8.0), &device);
+        let bias = Tensor::<Flex, 1>::random([vocab], Distribution::Uniform(-1.0, 1.0), &device);
+        let targets = Tensor::<Flex, 1, Int>::from_data([0, 202, 17, 5, 99, 140], &device);
+        let weights = Tensor::<Flex, 1>::from_data([0.5, 0.0, 0.25, 1.0, 0.125, 0.5], &device);
+        let run = |kernel: bool| {
+            let args = (
+                products.clone(),
+                bias.clone(),
+                targets.clone(),
+                weights.clone(),
+            );
+            let (grad, nll) = if kernel {
+                super::cross_entropy_rows(args.0, args.1, args.2, args.3)
+            } else {
+                super::tensor::cross_entropy_rows(args.0, args.1, args.2, args.3)
+            };
+            let grad: Vec<f32> = grad.into_data().to_vec().unwrap();
+            let nll: Vec<f32> = nll.into_data().to_vec().unwrap();
+            (grad, nll)
+        };
+        let ((grad, nll), (tensor_grad, tensor_nll)) = (run(true), run(false));
+        for (a, b) in grad.iter().zip(&tensor_grad) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        for (a, b) in nll.iter().zip(&tensor_nll) {
+            assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
     }
 }

@@ -59,3 +59,30 @@ fn repeat_kv<B: Backend>(x: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
         .expand([batch, kv_heads, groups, seq, head_dim])
         .reshape([batch, kv_heads * groups, seq, head_dim])
 }
+
+/// `ops::cross_entropy_rows` in tensor operations (for backends without the CPU kernel).
+#[cfg(feature = "train")]
+pub(crate) fn cross_entropy_rows<B: Backend>(
+    products: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let rows = products.dims()[0];
+    let logits = products + bias.unsqueeze();
+    let targets = targets.reshape([rows, 1]);
+    let weights = weights.reshape([rows, 1]);
+    let max = logits.clone().max_dim(1);
+    let shifted_target = logits.clone().gather(1, targets.clone()) - max.clone();
+    let exp = (logits - max).exp();
+    let sum = exp.clone().sum_dim(1);
+    let unused = weights.clone().equal_elem(0.0);
+    let nll = (sum.clone().log() - shifted_target).mask_fill(unused, 0.0);
+    let grad = (exp / sum * weights.clone()).scatter(
+        1,
+        targets,
+        weights.neg(),
+        burn::tensor::IndexingUpdateOp::Add,
+    );
+    (grad, nll.reshape([rows]))
+}

@@ -7,6 +7,8 @@
 //! keeps the generic tensor code they replace.
 
 pub(crate) mod attention;
+#[cfg(feature = "train")]
+pub(crate) mod cross_entropy;
 #[cfg(feature = "flex")]
 pub(crate) mod decode_attention;
 #[cfg(feature = "flex")]
