@@ -125,29 +125,33 @@ pub(crate) fn cross_entropy_rows<B: Backend>(
     targets: Tensor<B, 1, Int>,
     weights: Tensor<B, 1>,
 ) -> (Tensor<B, 2>, Tensor<B, 1>) {
-    if !kernels_apply(&products) || bias.dtype() != DType::F32 {
-        return tensor::cross_entropy_rows(products, bias, targets, weights);
+    #[cfg(feature = "flex")]
+    if kernels_apply(&products) && bias.dtype() == DType::F32 {
+        let device = products.device();
+        let [rows, vocab] = products.dims();
+        let targets: Vec<usize> = targets
+            .into_data()
+            .iter::<i64>()
+            .map(|t| t as usize)
+            .collect();
+        assert!(
+            targets.iter().all(|&t| t < vocab),
+            "a target id is outside the {vocab}-token vocabulary (token stores check their ids)"
+        );
+        let weights = cpu::host_f32(weights);
+        let bias = cpu::host_f32(bias);
+        let mut nll = vec![];
+        let grad = cpu::in_place(products, |values| {
+            nll = cpu::cross_entropy::softmax_grad_rows(values, &bias, &targets, &weights);
+        })
+        .expect("kernels_apply: the CPU backend");
+        let nll: Vec<f32> = nll.into_iter().map(|v| v as f32).collect();
+        return (
+            grad,
+            Tensor::from_data(TensorData::new(nll, [rows]), &device),
+        );
     }
-    let device = products.device();
-    let [rows, vocab] = products.dims();
-    let targets: Vec<usize> = targets
-        .into_data()
-        .iter::<i64>()
-        .map(|t| t as usize)
-        .collect();
-    assert!(
-        targets.iter().all(|&t| t < vocab),
-        "a target id is outside the {vocab}-token vocabulary (token stores check their ids)"
-    );
-    let weights = cpu::host_f32(weights);
-    let bias = cpu::host_f32(bias);
-    let mut values = cpu::host_f32(products);
-    let nll = cpu::cross_entropy::softmax_grad_rows(&mut values, &bias, &targets, &weights);
-    let nll: Vec<f32> = nll.into_iter().map(|v| v as f32).collect();
-    (
-        Tensor::from_data(TensorData::new(values, [rows, vocab]), &device),
-        Tensor::from_data(TensorData::new(nll, [rows]), &device),
-    )
+    tensor::cross_entropy_rows(products, bias, targets, weights)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! keeps the generic tensor code they replace.
 
 pub(crate) mod attention;
-#[cfg(feature = "train")]
+#[cfg(all(feature = "train", feature = "flex"))]
 pub(crate) mod cross_entropy;
 #[cfg(feature = "flex")]
 pub(crate) mod decode_attention;
@@ -75,4 +75,29 @@ pub(crate) fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Option<burn_f
         .downcast::<burn_flex::FlexTensor>()
         .ok()
         .map(|t| *t)
+}
+
+/// `x` (an f32 tensor of the CPU backend) with `kernel` run over its values in place: no copy
+/// when `x` owns contiguous memory, as a fresh matmul output does (`host_f32` and
+/// `Tensor::from_data` would copy a buffer the allocator did not align as burn wants). `None`
+/// when `B` is not the CPU backend.
+#[cfg(feature = "flex")]
+pub(crate) fn in_place<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    kernel: impl FnOnce(&mut [f32]),
+) -> Option<Tensor<B, D>> {
+    use std::any::Any;
+    let mut t = flex(x)?;
+    let len = t.layout().shape().num_elements();
+    if t.layout().contiguous_offsets() != Some((0, len)) {
+        t = t.to_contiguous();
+    }
+    // Copies first only if the memory is shared (copy-on-write).
+    kernel(&mut t.storage_mut::<f32>()[..len]);
+    let primitive = (Box::new(t) as Box<dyn Any>)
+        .downcast::<B::FloatTensorPrimitive>()
+        .ok()?;
+    Some(Tensor::from_primitive(
+        burn::tensor::TensorPrimitive::Float(*primitive),
+    ))
 }
