@@ -183,6 +183,7 @@ impl<B: Backend> Phi<B> {
                 final_layernorm: source.layer_norm(Part::FinalNorm, d, eps)?,
                 rotary: PartialRotary::new(
                     config.rotary_dim(),
+                    config.head_dim(),
                     config.max_position_embeddings,
                     config.rope_theta,
                     &device,

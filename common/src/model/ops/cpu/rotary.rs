@@ -55,7 +55,7 @@ mod tests {
     fn equals_the_tensor_version() {
         let device = Default::default();
         let (batch, seq, heads, head_dim, rotary_dim) = (2, 7, 3, 8, 4);
-        let rotary = PartialRotary::<B>::new(rotary_dim, 32, 10_000.0, &device);
+        let rotary = PartialRotary::<B>::new(rotary_dim, head_dim, 32, 10_000.0, &device);
         let shared = rotary.angles(5, seq);
         let per_row = rotary.angles_at(&[(0..seq).collect(), (3..3 + seq).collect()], &device);
         for angles in [shared, per_row] {
