@@ -11,20 +11,25 @@
 //! cargo run --release --example pretrain -- --out runs/tiny --steps 300 --resume   # continue
 //! cargo run --release --example pretrain -- --config phi-1.5 --recipe phi-1.5 \
 //!     --data code=stores/code:0.2 --data synthetic=stores/textbooks:0.8 --backend cuda --dtype bf16
+//! # two nodes (run on each machine, node 0's address on both):
+//! cargo run --release --example pretrain -- --nodes 2 --node-rank 0 --node-address 10.0.0.1:29400
+//! cargo run --release --example pretrain -- --nodes 2 --node-rank 1 --node-address 10.0.0.1:29400
 //! ```
 
 mod cli;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use clap::Parser;
 use phi_zoo::backend::{BackendJob, BackendName};
-use phi_zoo::common::train::Trainee;
-use phi_zoo::training::{DataSource, RunReport, detected_peak_flops, recipe_mixtures, run};
+use phi_zoo::common::train::{LmTrainee, Trainee};
+use phi_zoo::training::{
+    DataSource, NodeGroup, RunReport, detected_peak_flops, recipe_mixtures, run,
+};
 use phi_zoo::{GenerationConfig, NamedRecipe, Phi, PhiTokenizer, Recipe, Sampling, Variant};
 
 #[derive(Parser, Clone)]
@@ -53,6 +58,16 @@ struct Args {
     /// backends: devices 0..N; each reads `--batch × --grad-accum` sequences per step).
     #[arg(long, default_value_t = 1)]
     devices: usize,
+    /// Nodes of a data-parallel run: processes (one per machine, each with its `--devices`) that
+    /// each read their share of every micro-batch and sum gradients over TCP every step.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// This process's rank among `--nodes`, from 0; node 0 listens at `--node-address`.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Where node 0 listens (`HOST:PORT`) and the other nodes connect.
+    #[arg(long, default_value = "127.0.0.1:29400")]
+    node_address: String,
     /// Peak FLOP/s of one device in TFLOP/s, for the MFU metric (default: looked up for the
     /// NVIDIA card `nvidia-smi` names on the cuda backend; none on CPU).
     #[arg(long)]
@@ -90,7 +105,7 @@ impl BackendJob for Pretrain {
             run_args.seed,
             args.held_out,
         )?;
-        let accum = run_args.grad_accum(&recipe, seq_len, args.devices);
+        let accum = run_args.grad_accum(&recipe, seq_len, args.devices * args.nodes);
         let mut plan = run_args.plan(accum, 4);
         plan.peak_flops = args
             .peak_tflops
@@ -113,10 +128,23 @@ impl BackendJob for Pretrain {
                 .unwrap_or_default()
         );
         B::seed(&device, run_args.seed);
-        let trainee = Trainee::new(
+        let mut trainee = Trainee::new(
             recipe.apply_dropout(Phi::<Autodiff<B>>::new(&config, &device)),
             recipe.step_settings(),
         );
+        if args.nodes > 1 {
+            eprintln!(
+                "node {} of {}: joining the run at {}",
+                args.node_rank, args.nodes, args.node_address
+            );
+            let group = NodeGroup::join(
+                args.node_rank,
+                args.nodes,
+                &args.node_address,
+                Duration::from_secs(600),
+            )?;
+            trainee.set_gradient_sync(Some(Arc::new(group)));
+        }
         let devices = phi_zoo::backend::devices_like::<B>(&device, args.devices);
         let started = Instant::now();
         let trained = run(
@@ -131,7 +159,7 @@ impl BackendJob for Pretrain {
         let seconds = started.elapsed().as_secs_f64();
         let done_steps =
             run_args.steps - plan.resume_epoch.unwrap_or(0) * run_args.checkpoint_every;
-        let tokens = done_steps * run_args.batch * accum * seq_len * args.devices;
+        let tokens = done_steps * run_args.batch * accum * seq_len * args.devices * args.nodes;
 
         let report = RunReport::read(&plan.dir, plan.epochs, plan.steps_per_epoch, accum);
         let curve = run_args.out.join("loss.svg");
@@ -179,6 +207,13 @@ fn main() -> Result<()> {
     args.run.check()?;
     if args.devices == 0 {
         anyhow::bail!("--devices must be at least 1");
+    }
+    if args.nodes == 0 || args.node_rank >= args.nodes {
+        anyhow::bail!(
+            "--node-rank {} must be below --nodes {} (at least 1)",
+            args.node_rank,
+            args.nodes
+        );
     }
     let recipe = args.run.recipe(NamedRecipe::Tiny)?;
     let seq_len = args.seq_len.unwrap_or(recipe.seq_len);

@@ -95,7 +95,7 @@ fn main() {
         };
         let grads = GradientsParams::from_grads(grads, &phi);
         let t_backward = Instant::now();
-        phi = optimizer_step(phi, settings, &mut optimizer, 2e-3, grads);
+        phi = optimizer_step(phi, settings, None, &mut optimizer, 2e-3, grads);
         // The optimizer's update is eager on the CPU backend; reading one weight makes sure.
         let _ = phi
             .valid()

@@ -8,12 +8,14 @@
 mod checkpoint_files;
 mod epoch_logger;
 mod mixtures;
+mod node_group;
 mod progress;
 mod report;
 
 pub use checkpoint_files::{AtomicRecorder, DeferredDeletes, newest_checkpoint};
 pub use epoch_logger::EpochLogger;
 pub use mixtures::{DataSource, HELD_OUT_DOCUMENTS, RunMixtures, recipe_mixtures};
+pub use node_group::NodeGroup;
 pub use progress::RunProgress;
 pub use report::{RunReport, logged_metric};
 
@@ -39,7 +41,7 @@ use phi_zoo_common::train::{
     LmBatch, LmStepOutput, LmTrainee, PerplexityOfLoss, TokenRate, known_peak_bf16_flops,
 };
 use phi_zoo_common::{Phi, PhiError, PhiTokenizer};
-use phi_zoo_datasets::{FinetuneSet, Mixture, SampleStream, StreamLoader};
+use phi_zoo_datasets::{FinetuneSet, Mixture, RankShard, SampleStream, StreamLoader};
 
 /// How a run walks its data and when it checkpoints.
 #[derive(Debug, Clone)]
@@ -139,6 +141,13 @@ where
         .cloned()
         .unwrap_or_else(|| trainee.phi().devices()[0].clone());
     let seq_len = train.seq_len();
+    // With several nodes, each reads its share of every micro-batch of the run; all validate
+    // on the whole held-out set.
+    let (rank, nodes) = trainee
+        .gradient_sync()
+        .map_or((0, 1), |sync| (sync.rank(), sync.nodes()));
+    let train = Arc::new(RankShard::new(train, rank, nodes, plan.batch));
+    let valid = Arc::new(RankShard::new(valid, 0, 1, plan.batch));
     let data = RunData::streams(train, valid, seq_len, plan, devices.len(), &device);
     run_with(trainee, optim, scheduler, data, plan, devices)
 }
@@ -204,8 +213,10 @@ where
     };
     let device = devices[0].clone();
     let device_count = devices.len();
-    // The learner sums the gradients of all micro-batches of a step, on all devices.
-    trainee.settings_mut().grad_scale = 1.0 / (plan.grad_accum * devices.len()) as f64;
+    // The learner sums the gradients of all micro-batches of a step, on all devices, and the
+    // nodes of a data-parallel run sum theirs.
+    let nodes = trainee.gradient_sync().map_or(1, |sync| sync.nodes());
+    trainee.settings_mut().grad_scale = 1.0 / (plan.grad_accum * devices.len() * nodes) as f64;
     let flops_per_token = trainee
         .phi()
         .config()

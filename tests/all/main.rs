@@ -4,6 +4,7 @@ mod annotate;
 mod bad_input;
 mod batching;
 mod crash_safety;
+mod data_parallel;
 mod decode;
 mod decontaminate;
 mod dedup;

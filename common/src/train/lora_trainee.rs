@@ -12,6 +12,7 @@ use crate::batch::LmBatch;
 use crate::lora::{LoraConfig, PhiAdapters};
 use crate::model::Phi;
 use crate::train::frozen::Frozen;
+use crate::train::gradient_sync::SharedSync;
 use crate::train::step::LmStepOutput;
 use crate::train::trainee::{LmTrainee, StepSettings, optimizer_step};
 
@@ -25,6 +26,9 @@ pub struct LoraTrainee<B: Backend> {
     #[module(skip)]
     /// Clipping, decay and gradient scaling around every optimizer step.
     pub settings: StepSettings,
+    #[module(skip)]
+    /// Where the gradients are summed across the nodes of a data-parallel run (none: one node).
+    pub sync: Option<SharedSync>,
 }
 
 impl<B: Backend> LoraTrainee<B> {
@@ -36,6 +40,7 @@ impl<B: Backend> LoraTrainee<B> {
             base: Frozen(phi.no_grad()),
             adapters,
             settings,
+            sync: None,
         }
     }
 
@@ -52,6 +57,14 @@ impl<B: Backend> LmTrainee<B> for LoraTrainee<B> {
 
     fn settings_mut(&mut self) -> &mut StepSettings {
         &mut self.settings
+    }
+
+    fn gradient_sync(&self) -> Option<&SharedSync> {
+        self.sync.as_ref()
+    }
+
+    fn set_gradient_sync(&mut self, sync: Option<SharedSync>) {
+        self.sync = sync;
     }
 }
 
@@ -70,8 +83,8 @@ impl<B: AutodiffBackend> TrainStep for LoraTrainee<B> {
         O: Optimizer<Self, AB>,
         Self: AutodiffModule<AB>,
     {
-        let settings = self.settings;
-        optimizer_step(self, settings, optim, lr, grads)
+        let (settings, sync) = (self.settings, self.sync.clone());
+        optimizer_step(self, settings, sync.as_deref(), optim, lr, grads)
     }
 }
 

@@ -2,6 +2,7 @@
 //! `TrainStep` / `InferenceStep` for `Phi`.
 
 pub mod frozen;
+pub mod gradient_sync;
 pub mod head_loss;
 pub mod lora_trainee;
 pub mod loss;
@@ -14,6 +15,7 @@ pub mod trainee;
 
 pub use crate::batch::LmBatch;
 pub use frozen::Frozen;
+pub use gradient_sync::{GradientSync, SharedSync, sum_gradients};
 pub use head_loss::{HeadLoss, head_loss};
 pub use lora_trainee::LoraTrainee;
 pub use loss::lm_loss;

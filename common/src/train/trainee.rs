@@ -10,6 +10,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use crate::batch::LmBatch;
 use crate::model::Phi;
+use crate::train::gradient_sync::{GradientSync, SharedSync, sum_gradients};
 use crate::train::regularize::{clip_grad_global_norm, decay_weight_matrices, scale_grads};
 use crate::train::step::LmStepOutput;
 
@@ -44,12 +45,19 @@ pub struct Trainee<B: Backend> {
     #[module(skip)]
     /// Clipping, decay and gradient scaling around every optimizer step.
     pub settings: StepSettings,
+    #[module(skip)]
+    /// Where the gradients are summed across the nodes of a data-parallel run (none: one node).
+    pub sync: Option<SharedSync>,
 }
 
 impl<B: Backend> Trainee<B> {
     /// A trainee of `phi` with `settings`.
     pub fn new(phi: Phi<B>, settings: StepSettings) -> Self {
-        Self { phi, settings }
+        Self {
+            phi,
+            settings,
+            sync: None,
+        }
     }
 }
 
@@ -68,8 +76,8 @@ impl<B: AutodiffBackend> TrainStep for Trainee<B> {
         O: Optimizer<Self, AB>,
         Self: AutodiffModule<AB>,
     {
-        let settings = self.settings;
-        optimizer_step(self, settings, optim, lr, grads)
+        let (settings, sync) = (self.settings, self.sync.clone());
+        optimizer_step(self, settings, sync.as_deref(), optim, lr, grads)
     }
 }
 
@@ -80,6 +88,10 @@ pub trait LmTrainee<B: Backend> {
     fn phi(&self) -> &Phi<B>;
     /// The step settings, for the runner to set the gradient scale.
     fn settings_mut(&mut self) -> &mut StepSettings;
+    /// Where gradients are summed across nodes, if the run has several.
+    fn gradient_sync(&self) -> Option<&SharedSync>;
+    /// Sets where gradients are summed across nodes.
+    fn set_gradient_sync(&mut self, sync: Option<SharedSync>);
 }
 
 impl<B: Backend> LmTrainee<B> for Trainee<B> {
@@ -90,13 +102,23 @@ impl<B: Backend> LmTrainee<B> for Trainee<B> {
     fn settings_mut(&mut self) -> &mut StepSettings {
         &mut self.settings
     }
+
+    fn gradient_sync(&self) -> Option<&SharedSync> {
+        self.sync.as_ref()
+    }
+
+    fn set_gradient_sync(&mut self, sync: Option<SharedSync>) {
+        self.sync = sync;
+    }
 }
 
-/// One optimizer step as every trainee takes it: gradients scaled, clipped by their global norm,
-/// decoupled decay on weight matrices, then the optimizer's update.
+/// One optimizer step as every trainee takes it: gradients summed across nodes (with `sync`),
+/// scaled, clipped by their global norm, decoupled decay on weight matrices, then the optimizer's
+/// update.
 pub fn optimizer_step<AB, M, O>(
     module: M,
     settings: StepSettings,
+    sync: Option<&dyn GradientSync>,
     optim: &mut O,
     lr: f64,
     mut grads: GradientsParams,
@@ -106,6 +128,12 @@ where
     M: AutodiffModule<AB>,
     O: Optimizer<M, AB>,
 {
+    if let Some(sync) = sync
+        && let Err(error) = sum_gradients::<AB, M>(&module, &mut grads, sync)
+    {
+        // The learner gives a step no way to fail: the run cannot go on without its peers.
+        panic!("summing gradients across the run's nodes failed (a node stopped?): {error}");
+    }
     scale_grads::<AB, M>(&module, &mut grads, settings.grad_scale);
     if let Some(max_norm) = settings.grad_clip_norm {
         clip_grad_global_norm::<AB, M>(&module, &mut grads, max_norm);
