@@ -1,8 +1,8 @@
 //! Summing a step's gradients across the nodes of a data-parallel run, before the optimizer step.
 //!
 //! burn 0.21's data-parallel strategy keeps to one process (one thread per device, its CPU
-//! backend not included), and its multi-node collective hangs on the second all-reduce between
-//! two processes (BENCHMARKS.md, issue 17). Here a run's nodes sum their gradients through a
+//! backend not included), and its multi-node collective hung on the second all-reduce between
+//! two processes (docs/ARCHITECTURE.md §7). Here a run's nodes sum their gradients through a
 //! `GradientSync` (the project's TCP one is `training::NodeGroup`), as one flat f32 buffer in
 //! the module's parameter order, which every node shares.
 
