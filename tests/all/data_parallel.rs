@@ -13,11 +13,10 @@ use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use phi_zoo::backend::Cpu;
-use phi_zoo::common::train::{Decay, LmTrainee, Schedule, Trainee};
-use phi_zoo::datasets::{Mixture, MixtureSource};
+use phi_zoo::common::train::{LmTrainee, Trainee};
 use phi_zoo::training::{NodeGroup, RunPlan, run};
 
-use crate::fixtures::{Train, store, tiny_trainee};
+use crate::fixtures::{Train, constant_schedule, small_mixture, tiny_trainee};
 
 /// `rank,nodes,address,data_dir,out_file` for `node`, set by the test that starts it.
 const NODE: &str = "PHI_ZOO_DATA_PARALLEL_NODE";
@@ -26,19 +25,8 @@ const NODE: &str = "PHI_ZOO_DATA_PARALLEL_NODE";
 /// device, one step per epoch (so burn's multi-device split of an epoch is one micro-batch per
 /// device, as the nodes split it); the trained weights, flattened.
 fn train(trainee: Trainee<Train>, batch: usize, devices: &[FlexDevice], data: &Path) -> Vec<f32> {
-    let source = MixtureSource {
-        name: "code".into(),
-        store: store(data, "code", 4000, 7),
-        weight: 1.0,
-    };
-    let (train, valid) = Mixture::split_held_out(vec![source], 16, 1, 0.1).unwrap();
-    let schedule = Schedule {
-        peak: 3e-3,
-        warmup_steps: 0,
-        decay: Decay::Constant,
-        total_steps: 3,
-        final_fraction: 1.0,
-    };
+    let (train, valid) = small_mixture(data);
+    let schedule = constant_schedule(3);
     let out = tempfile::tempdir().unwrap();
     let trained = run(
         trainee,

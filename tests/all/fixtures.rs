@@ -311,3 +311,25 @@ pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
     }
     (full_losses, lora_losses)
 }
+
+/// A small store of one source, split into training and held-out mixtures of 16-token windows:
+/// what the multi-device and multi-node tests train on.
+pub fn small_mixture(data: &Path) -> (phi_zoo::datasets::Mixture, phi_zoo::datasets::Mixture) {
+    let source = phi_zoo::datasets::MixtureSource {
+        name: "code".into(),
+        store: store(data, "code", 4000, 7),
+        weight: 1.0,
+    };
+    phi_zoo::datasets::Mixture::split_held_out(vec![source], 16, 1, 0.1).unwrap()
+}
+
+/// A constant learning rate of 3e-3 over `steps` steps.
+pub fn constant_schedule(steps: usize) -> phi_zoo::common::train::Schedule {
+    phi_zoo::common::train::Schedule {
+        peak: 3e-3,
+        warmup_steps: 0,
+        decay: phi_zoo::common::train::Decay::Constant,
+        total_steps: steps,
+        final_fraction: 1.0,
+    }
+}

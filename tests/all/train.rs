@@ -344,27 +344,14 @@ fn tracked_weights<B: Backend>(phi: &phi_zoo::Phi<B>) -> Vec<f32> {
 
 #[test]
 fn data_parallel_training_runs_through_burns_multi_device_strategy() {
-    use phi_zoo::common::train::{Decay, Schedule};
-    use phi_zoo::datasets::{Mixture, MixtureSource};
     use phi_zoo::training::{RunPlan, run};
 
     // Two "devices" that are the same CPU: the multi-device path (split loaders, gradients
     // gathered on the first device, one optimizer step) runs as it would on two GPUs.
     let device: burn::backend::flex::FlexDevice = Default::default();
     let data = tempfile::tempdir().unwrap();
-    let source = MixtureSource {
-        name: "code".into(),
-        store: store(data.path(), "code", 4000, 7),
-        weight: 1.0,
-    };
-    let (train, valid) = Mixture::split_held_out(vec![source], 16, 1, 0.1).unwrap();
-    let schedule = Schedule {
-        peak: 3e-3,
-        warmup_steps: 0,
-        decay: Decay::Constant,
-        total_steps: 3,
-        final_fraction: 1.0,
-    };
+    let (train, valid) = crate::fixtures::small_mixture(data.path());
+    let schedule = crate::fixtures::constant_schedule(3);
     let dir = tempfile::tempdir().unwrap();
     let start = tiny_trainee(&device);
     let trained = run(
