@@ -192,3 +192,83 @@ fn receive_into(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_address() -> String {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    }
+
+    #[test]
+    fn three_nodes_sum_in_rank_order_and_all_get_the_sum() {
+        let address = free_address();
+        let threads: Vec<_> = (0..3)
+            .map(|rank| {
+                let address = address.clone();
+                std::thread::spawn(move || {
+                    let group =
+                        NodeGroup::join(rank, 3, &address, Duration::from_secs(20)).unwrap();
+                    let mut values = vec![rank as f32 + 1.0, 0.5 * rank as f32];
+                    group.sum(&mut values).unwrap();
+                    group.sum(&mut values).unwrap();
+                    values
+                })
+            })
+            .collect();
+        for thread in threads {
+            // (1 + 2 + 3) summed again three times over; (0 + 0.5 + 1) likewise.
+            assert_eq!(thread.join().unwrap(), [18.0, 4.5]);
+        }
+    }
+
+    #[test]
+    fn disagreements_are_clear_errors() {
+        assert!(
+            NodeGroup::join(2, 2, "127.0.0.1:1", Duration::from_secs(1))
+                .unwrap_err()
+                .to_string()
+                .contains("node rank 2 of 2 nodes")
+        );
+
+        // A node that believes in another number of nodes.
+        let address = free_address();
+        let root = {
+            let address = address.clone();
+            std::thread::spawn(move || NodeGroup::join(0, 2, &address, Duration::from_secs(20)))
+        };
+        let stray = connect(1, 3, &address, Duration::from_secs(20)).unwrap();
+        let error = root.join().unwrap().unwrap_err().to_string();
+        assert!(
+            error.contains("rank 1 of 3 nodes; this run has 2"),
+            "{error}"
+        );
+        drop(stray);
+
+        // Gradients of another length.
+        let address = free_address();
+        let other = {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                let group = NodeGroup::join(1, 2, &address, Duration::from_secs(20)).unwrap();
+                let _ = group.sum(&mut [1.0, 2.0, 3.0]);
+            })
+        };
+        let group = NodeGroup::join(0, 2, &address, Duration::from_secs(20)).unwrap();
+        let error = group.sum(&mut [1.0, 2.0]).unwrap_err().to_string();
+        assert!(
+            error.contains("node 1 sent 3 gradient values, this node has 2"),
+            "{error}"
+        );
+        drop(group);
+        other.join().unwrap();
+
+        // Nobody joins in time.
+        let error = NodeGroup::join(0, 2, &free_address(), Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("nodes [1] did not connect"), "{error}");
+    }
+}
