@@ -71,6 +71,46 @@ impl FromStr for FloatType {
     }
 }
 
+/// Where the GPU backends keep compiled kernels and autotune results between processes:
+/// `$PHI_ZOO_KERNEL_CACHE`, else `$XDG_CACHE_HOME/phi-zoo/cubecl`, else
+/// `~/.cache/phi-zoo/cubecl` (`kernels/` and `autotune/` inside).
+pub fn kernel_cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(dir) = std::env::var_os("PHI_ZOO_KERNEL_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("phi-zoo").join("cubecl")
+}
+
+/// Points cubecl's kernel and autotune caches at [`kernel_cache_dir`], once per process, before
+/// a GPU backend starts: without it, compiled kernels are not kept at all and autotune results
+/// go to a `target/` beside the nearest `Cargo.toml`, so a second process compiles and tunes
+/// everything again. A `cubecl.toml` or `burn.toml` the user keeps in the working directory
+/// (cubecl's own configuration files) wins, as does a configuration already in force.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn configure_kernel_caches() {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let user_file = ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"]
+            .iter()
+            .any(|name| std::path::Path::new(name).exists());
+        if user_file || CubeClRuntimeConfig::storage().lock().is_some() {
+            return;
+        }
+        let dir = kernel_cache_dir();
+        let mut config = CubeClRuntimeConfig::default().override_from_env();
+        config.compilation.cache = Some(CacheConfig::File(dir.join("kernels")));
+        config.autotune.cache = CacheConfig::File(dir.join("autotune"));
+        CubeClRuntimeConfig::set(config);
+    });
+}
+
 /// The first `count` devices of `device`'s kind (device indices 0..count), for data-parallel runs.
 pub fn devices_like<B: Backend>(device: &B::Device, count: usize) -> Vec<B::Device> {
     use burn::tensor::backend::Device;
@@ -98,6 +138,10 @@ pub fn run_on<J: BackendJob>(
     float: FloatType,
     job: J,
 ) -> Result<J::Output, PhiError> {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if backend != BackendName::Flex {
+        configure_kernel_caches();
+    }
     match (backend, float) {
         #[cfg(feature = "flex")]
         (BackendName::Flex, float) => {
