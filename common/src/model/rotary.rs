@@ -149,42 +149,34 @@ pub struct RotaryAngles<B: Backend> {
     host: OnceLock<HostAngles>,
 }
 
-/// cos and sin as f32 host values, `rows × rotary_dim` each; `rows` is `seq`, or `batch × seq`
-/// for per-row positions.
+/// The tables' rows as f32 host values, `rows × head_dim` each (`cos`, and `sin` with the sign
+/// folded in as the tensors hold it); `rows` is `seq`, or `batch × seq` for per-row positions.
 #[derive(Clone, Debug)]
 pub struct HostAngles {
     pub cos: Vec<f32>,
-    pub sin: Vec<f32>,
+    pub sin_folded: Vec<f32>,
     pub rows: usize,
+    /// The rotating channels at the start of each row.
+    pub rotary_dim: usize,
 }
 
 impl<B: Backend> RotaryAngles<B> {
-    /// The angles as f32 host values (the rotating channels' cos and sin, signs unfolded),
-    /// read from the tensors on first use.
+    /// The angles as f32 host values, read from the tensors on first use.
     pub fn host_values(&self) -> &HostAngles {
         self.host.get_or_init(|| {
-            let [batch, _, seq, head_dim] = self.cos.dims();
+            let [batch, _, seq, _] = self.cos.dims();
             let values = |t: &Tensor<B, 4>| -> Vec<f32> {
                 t.to_data()
                     .convert::<f32>()
                     .into_vec()
                     .expect("converted to f32 just above")
             };
-            let (rd, half) = (self.rotary_dim, self.rotary_dim / 2);
-            let (cos, sin) = (values(&self.cos), values(&self.sin_folded));
-            let rows = batch * seq;
-            let mut host = HostAngles {
-                cos: Vec::with_capacity(rows * rd),
-                sin: Vec::with_capacity(rows * rd),
-                rows,
-            };
-            for row in 0..rows {
-                let at = row * head_dim;
-                host.cos.extend_from_slice(&cos[at..at + rd]);
-                host.sin.extend(sin[at..at + half].iter().map(|s| -s));
-                host.sin.extend_from_slice(&sin[at + half..at + rd]);
+            HostAngles {
+                cos: values(&self.cos),
+                sin_folded: values(&self.sin_folded),
+                rows: batch * seq,
+                rotary_dim: self.rotary_dim,
             }
-            host
         })
     }
 }
@@ -223,12 +215,17 @@ mod tests {
                 .zip(out.chunks_exact(head_dim))
                 .enumerate()
             {
-                let a = (i % seq) * rotary_dim;
-                let (cos, sin) = (&host.cos[a..a + rotary_dim], &host.sin[a..a + rotary_dim]);
+                let a = (i % seq) * head_dim;
+                let cos = &host.cos[a..a + head_dim];
+                // The plain sin, its sign unfolded (negation is exact).
+                let sin = |j: usize| {
+                    let s = host.sin_folded[a + j];
+                    if j < half { -s } else { s }
+                };
                 for j in 0..head_dim {
                     let expected = match j {
-                        j if j < half => head[j] * cos[j] + -head[j + half] * sin[j],
-                        j if j < rotary_dim => head[j] * cos[j] + head[j - half] * sin[j],
+                        j if j < half => head[j] * cos[j] + -head[j + half] * sin(j),
+                        j if j < rotary_dim => head[j] * cos[j] + head[j - half] * sin(j),
                         j => head[j],
                     };
                     assert_eq!(got[j].to_bits(), expected.to_bits(), "channel {j}");

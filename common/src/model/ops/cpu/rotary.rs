@@ -14,9 +14,8 @@ pub(crate) fn apply<B: Backend>(
 ) -> Tensor<B, 3> {
     let [_, seq, width] = x.dims();
     let host = angles.host_values();
-    let (cos, sin, rows_of_angles) = (&host.cos, &host.sin, host.rows);
-    let rotary_dim = cos.len() / rows_of_angles;
-    let half = rotary_dim / 2;
+    let (cos, sin_folded, rows_of_angles) = (&host.cos, &host.sin_folded, host.rows);
+    let half = host.rotary_dim / 2;
     // Angle rows are per (batch row, position) for padded batches, else shared by all rows.
     let angle_row = |row: usize| {
         if rows_of_angles == seq {
@@ -27,12 +26,13 @@ pub(crate) fn apply<B: Backend>(
     };
     super::map_rows(x, width, |first_row, values| {
         for (i, position) in values.chunks_exact_mut(width).enumerate() {
-            let a = angle_row(first_row + i) * rotary_dim;
-            let (cos, sin) = (&cos[a..a + rotary_dim], &sin[a..a + rotary_dim]);
+            let a = angle_row(first_row + i) * head_dim;
+            let (cos, sin) = (&cos[a..a + head_dim], &sin_folded[a..a + head_dim]);
             for head in position.chunks_exact_mut(head_dim) {
+                // `sin` holds −sin for the first half: the same products as `−x₂·sin`.
                 for j in 0..half {
                     let (x1, x2) = (head[j], head[j + half]);
-                    head[j] = x1 * cos[j] + -x2 * sin[j];
+                    head[j] = x1 * cos[j] + x2 * sin[j];
                     head[j + half] = x2 * cos[j + half] + x1 * sin[j + half];
                 }
             }
