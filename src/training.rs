@@ -92,9 +92,9 @@ impl<B: AutodiffBackend> RunData<B> {
     /// Epochs that walk the `train` stream (epoch k: samples k·E .. (k+1)·E), and the same
     /// `plan.valid_batches` batches of `valid` at every validation: a mixture's windows for
     /// pretraining, a `FinetuneSet`'s examples for fine-tuning. `seq_len`: the longest sequence.
-    pub fn streams<S: SampleStream>(
+    pub fn streams<S: SampleStream, V: SampleStream>(
         train: Arc<S>,
-        valid: Arc<S>,
+        valid: Arc<V>,
         seq_len: usize,
         plan: &RunPlan,
         devices: usize,
@@ -108,7 +108,7 @@ impl<B: AutodiffBackend> RunData<B> {
                 plan.first_epoch(),
                 device.clone(),
             )),
-            valid: Arc::new(StreamLoader::<B::InnerBackend, S>::repeating(
+            valid: Arc::new(StreamLoader::<B::InnerBackend, V>::repeating(
                 valid,
                 plan.batch,
                 plan.valid_batches.max(1),
@@ -147,7 +147,6 @@ where
         .gradient_sync()
         .map_or((0, 1), |sync| (sync.rank(), sync.nodes()));
     let train = Arc::new(RankShard::new(train, rank, nodes, plan.batch));
-    let valid = Arc::new(RankShard::new(valid, 0, 1, plan.batch));
     let data = RunData::streams(train, valid, seq_len, plan, devices.len(), &device);
     run_with(trainee, optim, scheduler, data, plan, devices)
 }

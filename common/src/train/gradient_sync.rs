@@ -38,18 +38,16 @@ where
     AB: AutodiffBackend,
     M: AutodiffModule<AB>,
 {
-    let mut gather = Gather::<AB> {
+    let mut gather = Gather {
         grads,
         values: vec![],
         parts: vec![],
-        _backend: std::marker::PhantomData,
     };
     module.visit(&mut gather);
     let Gather {
         grads,
         mut values,
         parts,
-        ..
     } = gather;
     sync.sum(&mut values)?;
     let mut offset = 0;
@@ -74,14 +72,13 @@ struct Part {
 }
 
 /// Takes the gradients out of `grads`, in visiting order, as f32 values.
-struct Gather<'a, AB: AutodiffBackend> {
+struct Gather<'a> {
     grads: &'a mut GradientsParams,
     values: Vec<f32>,
     parts: Vec<Part>,
-    _backend: std::marker::PhantomData<AB>,
 }
 
-impl<AB: AutodiffBackend> ModuleVisitor<AB> for Gather<'_, AB> {
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Gather<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         let id: ParamId = param.id;
         let Some(grad) = self.grads.remove::<AB::InnerBackend, D>(id) else {

@@ -8,8 +8,7 @@
 
 use rayon::prelude::*;
 
-/// Values per block: the accumulators' lanes, one AVX2 register of f32.
-const LANES: usize = 8;
+use super::{LANES, sum_lanes};
 
 /// For each row of `logits` (`[rows, vocab]` products without the bias) with target `t` and
 /// weight `w`, the logits `x = row + bias`: overwrites the row with `w·(softmax(x) − onehot(t))`,
@@ -122,8 +121,7 @@ fn row_with(
             sums[i] += e[i] as f64;
         }
     }
-    let mut sum =
-        ((sums[0] + sums[4]) + (sums[2] + sums[6])) + ((sums[1] + sums[5]) + (sums[3] + sums[7]));
+    let mut sum = sum_lanes(&sums);
     for (x, v) in row[tail..].iter_mut().zip(rest) {
         let mut block = [0.0; LANES];
         block[0] = v - max;
@@ -185,7 +183,8 @@ fn exp_lanes(x: [f32; LANES]) -> [f32; LANES] {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{LANES, LN2_HI, LN2_LO, LOG2_E, ROUND, SMALLEST, TAYLOR};
+    use super::{LN2_HI, LN2_LO, LOG2_E, ROUND, SMALLEST, TAYLOR};
+    use crate::model::ops::cpu::LANES;
 
     /// `super::exp_lanes` on one register.
     #[target_feature(enable = "avx2")]

@@ -51,10 +51,11 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Vec<f32> 
 #[cfg(feature = "flex")]
 pub(crate) const LANES: usize = 8;
 
-/// A dot product's running lanes added up, always in this order: the few-row projection and
-/// decode attention promise a row the same bits in any batch.
+/// Running lanes added up, always in this order: the few-row projection and decode attention
+/// promise a row the same bits in any batch, and the cross-entropy kernel the same bits on any
+/// CPU.
 #[cfg(feature = "flex")]
-pub(crate) fn sum_lanes(lanes: &[f32; LANES]) -> f32 {
+pub(crate) fn sum_lanes<T: Copy + std::ops::Add<Output = T>>(lanes: &[T; LANES]) -> T {
     ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
