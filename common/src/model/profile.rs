@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use super::Phi;
 use super::block::Pass;
-use super::ops::{cpu, tensor};
+use super::ops::{self, cpu, tensor};
 use super::positions::Positions;
 
 /// Timed calls for one block of `phi` on `x: [1, seq, hidden]` (no cache, no adapters).
@@ -51,7 +51,10 @@ impl<'a, B: Backend> BlockStages<'a, B> {
 
     /// Rotary on `x: [batch, heads, seq, head_dim]` with tensor ops.
     pub fn rotary_tensor(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        self.phi.model.rotary.apply(x, &self.positions.angles)
+        self.phi
+            .model
+            .rotary
+            .apply(x, &self.positions.angles, ops::rotary_partners::<B>())
     }
 
     /// Rotary on `x: [batch, seq, heads·head_dim]` with the CPU kernel.

@@ -8,8 +8,6 @@ use std::sync::OnceLock;
 
 use burn::prelude::*;
 
-use super::ops;
-
 /// Precomputed tables over whole heads, `[max_positions, head_dim]`, computed in f32 (as
 /// transformers does) and stored in the model's float type (transformers casts them to the
 /// activations' dtype).
@@ -112,20 +110,23 @@ impl<B: Backend> PartialRotary<B> {
         }
     }
 
-    /// Rotates the first `rotary_dim` channels of `x: [batch, heads, seq, head_dim]`.
-    pub fn apply(&self, x: Tensor<B, 4>, angles: &RotaryAngles<B>) -> Tensor<B, 4> {
-        let partner = self.partners(x.clone(), !ops::is_cpu::<B>());
+    /// Rotates the first `rotary_dim` channels of `x: [batch, heads, seq, head_dim]`, reading
+    /// each channel's partner as `partners` says (the same values either way).
+    pub fn apply(
+        &self,
+        x: Tensor<B, 4>,
+        angles: &RotaryAngles<B>,
+        partners: Partners,
+    ) -> Tensor<B, 4> {
+        let partner = self.partners(x.clone(), partners);
         x * angles.cos.clone() + partner * angles.sin_folded.clone()
     }
 
     /// `x` with each channel replaced by its partner's value, by a gather or by slices.
-    fn partners(&self, x: Tensor<B, 4>, gather: bool) -> Tensor<B, 4> {
-        if gather {
+    fn partners(&self, x: Tensor<B, 4>, partners: Partners) -> Tensor<B, 4> {
+        if partners == Partners::Gather {
             return x.select(3, self.partner.clone());
         }
-        // burn's CPU backend gathers along the last axis one element at a time: the same
-        // values as three slices joined, which it copies in blocks (training's forward pass was
-        // 15% slower with the gather).
         let (rd, half, head_dim) = (self.rotary_dim, self.rotary_dim / 2, self.head_dim());
         let mut parts = vec![
             x.clone().narrow(3, half, half),
@@ -136,6 +137,17 @@ impl<B: Backend> PartialRotary<B> {
         }
         Tensor::cat(parts, 3)
     }
+}
+
+/// How rotary reads each channel's partner: which is faster depends on the backend, so the
+/// model's dispatch point (`ops`) chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partners {
+    /// One gather of fixed shape: a single kernel on GPU backends.
+    Gather,
+    /// Three slices joined: burn's CPU backend gathers along the last axis one element at a
+    /// time but copies slices in blocks (training's forward pass was 15% slower with the gather).
+    Slices,
 }
 
 /// The tables' rows for the positions of one forward pass, `[batch or 1, 1, seq, head_dim]`,
@@ -186,7 +198,7 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::Distribution;
 
-    use super::PartialRotary;
+    use super::{PartialRotary, Partners};
 
     type B = burn::backend::Flex;
 
@@ -203,12 +215,16 @@ mod tests {
                 Tensor::<B, 4>::random([1, heads, seq, head_dim], Distribution::Default, &device);
             let values: Vec<f32> = x.clone().into_data().to_vec().unwrap();
             // The gather GPU backends run gives the slices' values.
-            let gathered = rotary.partners(x.clone(), true).into_data();
+            let gathered = rotary.partners(x.clone(), Partners::Gather).into_data();
             rotary
-                .partners(x.clone(), false)
+                .partners(x.clone(), Partners::Slices)
                 .into_data()
                 .assert_eq(&gathered, true);
-            let out: Vec<f32> = rotary.apply(x, &angles).into_data().to_vec().unwrap();
+            let out: Vec<f32> = rotary
+                .apply(x, &angles, Partners::Slices)
+                .into_data()
+                .to_vec()
+                .unwrap();
             let host = angles.host_values();
             for (i, (head, got)) in values
                 .chunks_exact(head_dim)
@@ -222,13 +238,13 @@ mod tests {
                     let s = host.sin_folded[a + j];
                     if j < half { -s } else { s }
                 };
-                for j in 0..head_dim {
+                for (j, got) in got.iter().enumerate() {
                     let expected = match j {
                         j if j < half => head[j] * cos[j] + -head[j + half] * sin(j),
                         j if j < rotary_dim => head[j] * cos[j] + head[j - half] * sin(j),
                         j => head[j],
                     };
-                    assert_eq!(got[j].to_bits(), expected.to_bits(), "channel {j}");
+                    assert_eq!(got.to_bits(), expected.to_bits(), "channel {j}");
                 }
             }
         }

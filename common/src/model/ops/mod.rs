@@ -11,7 +11,7 @@ use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::rotary::{PartialRotary, RotaryAngles};
+use super::rotary::{PartialRotary, Partners, RotaryAngles};
 
 /// Whether `B` runs on burn's CPU backend (directly or under autodiff): told by its device type.
 #[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
@@ -67,7 +67,7 @@ pub(crate) fn rotary<B: Backend>(
     angles: &RotaryAngles<B>,
 ) -> Tensor<B, 4> {
     if !kernels_apply(&x) {
-        return rotary.apply(x, angles);
+        return rotary.apply(x, angles, rotary_partners::<B>());
     }
     // One pass over the projection's own `[batch, seq, heads·head_dim]` layout (of which `x`
     // is a view) instead of rotary's slices and concatenations.
@@ -76,6 +76,15 @@ pub(crate) fn rotary<B: Backend>(
     cpu::rotary::apply(flat, head_dim, angles)
         .reshape([batch, seq, heads, head_dim])
         .swap_dims(1, 2)
+}
+
+/// How the tensor code of rotary reads channel partners on `B`.
+pub(crate) fn rotary_partners<B: Backend>() -> Partners {
+    if is_cpu::<B>() {
+        Partners::Slices
+    } else {
+        Partners::Gather
+    }
 }
 
 /// Causal attention of queries `q: [batch, heads, seq, head_dim]` at the last `seq` key slots

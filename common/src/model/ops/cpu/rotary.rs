@@ -45,7 +45,7 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::Distribution;
 
-    use crate::model::rotary::PartialRotary;
+    use crate::model::rotary::{PartialRotary, Partners};
 
     type B = burn::backend::Flex;
 
@@ -70,7 +70,7 @@ mod tests {
                 .unwrap();
             let split = x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
             let plain: Vec<f32> = rotary
-                .apply(split, &angles)
+                .apply(split, &angles, Partners::Slices)
                 .swap_dims(1, 2)
                 .reshape([batch, seq, heads * head_dim])
                 .into_data()
