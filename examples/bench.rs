@@ -2,7 +2,7 @@
 //!
 //! cargo run --release --example bench -- [--config phi-1.5 | --model DIR] [--prompt-tokens 512]
 //!     [--new-tokens 64] [--backend flex|wgpu|cuda] [--dtype f32|f16|bf16] [--json]
-//!     [--warm-up-decode 2]
+//!     [--warm-up-decode 2] [--trace] [--context N]
 //!
 //! `--config` names a shape (phi-1, phi-1-small, phi-1.5, phi-2, tiny) run with random weights;
 //! `--model` loads a checkpoint. One untimed pass of the same shapes runs first (GPU backends
@@ -11,6 +11,11 @@
 //! every step as generation does. `--json` prints only
 //! `{"prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "peak_rss_bytes"}`. `--export DIR`
 //! writes the model in HF format instead, so bench/candle-phi can be timed on the same weights.
+//!
+//! `--trace` (GPU backends) counts instead of timing what a decode step costs the GPU without
+//! a GPU to time: kernels launched per step and per layer, host reads per step, and the kernel
+//! compilations, autotune runs and fusion explorations during the timed decode steps (after
+//! the warm-up pass; a steady state has none). On lavapipe it shows what a real GPU would do.
 
 use std::time::Instant;
 
@@ -31,6 +36,10 @@ struct Args {
     /// A checkpoint folder instead of random weights.
     #[arg(long)]
     model: Option<String>,
+    /// The named shape's context (`max_position_embeddings`) changed to this, e.g. to decode
+    /// long with the tiny shape.
+    #[arg(long, conflicts_with = "model")]
+    context: Option<usize>,
     #[arg(long, default_value_t = 512)]
     prompt_tokens: usize,
     #[arg(long, default_value_t = 64)]
@@ -48,6 +57,10 @@ struct Args {
     /// implementation can be timed on the same weights.
     #[arg(long)]
     export: Option<std::path::PathBuf>,
+    /// Count kernels, compilations, fusion explorations and host reads of the decode steps
+    /// (GPU backends; every launch is logged, so the times printed mean nothing).
+    #[arg(long)]
+    trace: bool,
 }
 
 struct Figures {
@@ -55,6 +68,16 @@ struct Figures {
     prefill_s: f64,
     /// Seconds of each decode step, in order.
     steps_s: Vec<f64>,
+    /// What the timed decode steps did (`--trace`).
+    trace: Option<Trace>,
+}
+
+/// Counts over the timed decode steps.
+struct Trace {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    gpu: phi_zoo::gpu_trace::GpuCounts,
+    reads: HostReads,
+    layers: usize,
 }
 
 struct Bench<'a> {
@@ -68,7 +91,14 @@ impl BackendJob for Bench<'_> {
         let started = Instant::now();
         let model: Phi<B> = match &args.model {
             Some(dir) => phi_zoo::open_model(dir, None)?.load(&device)?,
-            None => Phi::new(&args.config.config(), &device),
+            None => {
+                let mut config = args.config.config();
+                if let Some(context) = args.context {
+                    config.max_position_embeddings = context;
+                    config.validate("--context")?;
+                }
+                Phi::new(&config, &device)
+            }
         };
         B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let load_s = started.elapsed().as_secs_f64();
@@ -94,44 +124,98 @@ impl BackendJob for Bench<'_> {
             &prompt,
             args.new_tokens.min(args.warm_up_decode),
             &device,
+            &mut |_| {},
         )?;
-        let (prefill_s, steps_s) = run_once(&model, &prompt, args.new_tokens, &device)?;
+        let mut marks = Vec::new();
+        let (prefill_s, steps_s) =
+            run_once(&model, &prompt, args.new_tokens, &device, &mut |reads| {
+                if args.trace {
+                    marks.push(Mark::now::<B>(&device, reads));
+                }
+            })?;
+        let trace = (marks.len() == 2).then(|| marks[1].since(&marks[0], model.config()));
         Ok(Some(Figures {
             load_s,
             prefill_s,
             steps_s,
+            trace,
         }))
     }
 }
 
+/// Counts at one moment of a traced run.
+struct Mark {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    gpu: phi_zoo::gpu_trace::GpuCounts,
+    reads: HostReads,
+}
+
+impl Mark {
+    /// The counts once everything queued has run.
+    fn now<B: Backend>(device: &B::Device, reads: HostReads) -> Self {
+        B::sync(device).expect("the device syncs");
+        Self {
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            gpu: phi_zoo::gpu_trace::counts(),
+            reads,
+        }
+    }
+
+    fn since(&self, earlier: &Mark, config: &phi_zoo::PhiConfig) -> Trace {
+        Trace {
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            gpu: self.gpu - earlier.gpu,
+            reads: HostReads {
+                reads: self.reads.reads - earlier.reads.reads,
+                bytes: self.reads.bytes - earlier.reads.bytes,
+            },
+            layers: config.num_hidden_layers,
+        }
+    }
+}
+
+/// Reads of logits from the device, and their bytes.
+#[derive(Clone, Copy, Default)]
+struct HostReads {
+    reads: u64,
+    bytes: u64,
+}
+
 /// Prefills `prompt`, decodes `new_tokens` greedily; returns the prefill's seconds and each
-/// decode step's.
+/// decode step's. `mark` sees the reads so far after the prefill and after the last step.
 fn run_once<B: Backend>(
     model: &Phi<B>,
     prompt: &[u32],
     new_tokens: usize,
     device: &B::Device,
+    mark: &mut dyn FnMut(HostReads),
 ) -> Result<(f64, Vec<f64>)> {
+    let mut reads = HostReads::default();
     let mut cache = model.new_cache(1, prompt.len() + new_tokens, device);
     let started = Instant::now();
     let logits =
         model.forward_cached_last(model.ids_tensor(&[prompt.to_vec()], device)?, &mut cache)?;
-    let mut next = argmax(logits);
+    let mut next = argmax(logits, &mut reads);
     let prefill_s = started.elapsed().as_secs_f64();
+    mark(reads);
     let mut steps = Vec::with_capacity(new_tokens);
     for _ in 0..new_tokens {
         let started = Instant::now();
         let logits =
             model.forward_cached_last(model.ids_tensor(&[vec![next]], device)?, &mut cache)?;
-        next = argmax(logits);
+        next = argmax(logits, &mut reads);
         steps.push(started.elapsed().as_secs_f64());
     }
+    mark(reads);
     Ok((prefill_s, steps))
 }
 
 /// Reads the logits back, as generation does every step.
-fn argmax<B: Backend>(logits: Tensor<B, 2>) -> u32 {
-    let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
+fn argmax<B: Backend>(logits: Tensor<B, 2>, reads: &mut HostReads) -> u32 {
+    let data = logits.into_data();
+    reads.reads += 1;
+    reads.bytes += data.as_bytes().len() as u64;
+    let values: Vec<f32> = data.iter::<f32>().collect();
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
         if v > values[best] {
@@ -143,6 +227,9 @@ fn argmax<B: Backend>(logits: Tensor<B, 2>) -> u32 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.trace {
+        start_trace(&args)?;
+    }
     let Some(figures) = args.device.run(Bench { args: &args })?? else {
         return Ok(());
     };
@@ -150,16 +237,19 @@ fn main() -> Result<()> {
     let decode_s: f64 = figures.steps_s.iter().sum();
     let decode = args.new_tokens as f64 / decode_s;
     let rss = phi_zoo::memory::peak_rss_bytes();
+    let steps = args.new_tokens.max(1) as f64;
+    let trace = figures.trace.as_ref().map(|t| trace_json(t, steps));
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "prefill_tokens_per_s": prefill,
-                "decode_tokens_per_s": decode,
-                "load_s": figures.load_s,
-                "peak_rss_bytes": rss,
-            })
-        );
+        let mut out = serde_json::json!({
+            "prefill_tokens_per_s": prefill,
+            "decode_tokens_per_s": decode,
+            "load_s": figures.load_s,
+            "peak_rss_bytes": rss,
+        });
+        if let Some(trace) = trace {
+            out["trace"] = trace;
+        }
+        println!("{out}");
     } else {
         let config = args.config.to_string();
         let model = args.model.as_deref().unwrap_or(&config);
@@ -192,6 +282,50 @@ fn main() -> Result<()> {
         if let Some(rss) = rss {
             println!("peak RSS {:8.2} GB", rss as f64 / 1e9);
         }
+        if let Some(trace) = trace {
+            println!(
+                "trace over {} decode steps (after the warm-up pass):",
+                args.new_tokens
+            );
+            for (key, value) in trace.as_object().expect("an object") {
+                println!("  {key:<32} {value}");
+            }
+        }
     }
+    Ok(())
+}
+
+/// The trace's figures, per decode step where that is what they mean.
+fn trace_json(trace: &Trace, steps: f64) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let per_step = |n: u64| serde_json::Value::from(n as f64 / steps);
+    out.insert("host_reads_per_step".into(), per_step(trace.reads.reads));
+    out.insert(
+        "host_bytes_read_per_step".into(),
+        per_step(trace.reads.bytes),
+    );
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    {
+        let gpu = &trace.gpu;
+        out.insert("kernels_per_step".into(), per_step(gpu.kernels));
+        let per_layer = gpu.kernels as f64 / steps / trace.layers as f64;
+        out.insert("kernels_per_step_per_layer".into(), per_layer.into());
+        out.insert("compilations".into(), gpu.compilations.into());
+        out.insert("autotune_runs".into(), gpu.autotunes.into());
+        out.insert("fusion_explorations".into(), gpu.fusion_explorations.into());
+        out.insert("fusion_plans_reused".into(), gpu.fusion_plan_reuses.into());
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    let _ = trace.layers;
+    out.into()
+}
+
+/// Turns on the GPU counters before the backend starts.
+fn start_trace(args: &Args) -> Result<()> {
+    if args.device.backend == phi_zoo::backend::BackendName::Flex {
+        bail!("--trace counts GPU kernels: use --backend wgpu or cuda");
+    }
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    phi_zoo::gpu_trace::install()?;
     Ok(())
 }

@@ -93,22 +93,39 @@ pub fn kernel_cache_dir() -> std::path::PathBuf {
 /// (cubecl's own configuration files) wins, as does a configuration already in force.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn configure_kernel_caches() {
+    configure_cubecl(|_| {});
+}
+
+/// Sets cubecl's configuration, if none is in force yet: the user's file if the working
+/// directory has one, else phi-zoo's kernel caches; `adjust` then changes what it needs (the
+/// trace's loggers). True if this call set it.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub(crate) fn configure_cubecl(
+    adjust: impl FnOnce(&mut burn::cubecl::config::CubeClRuntimeConfig),
+) -> bool {
     use burn::cubecl::config::cache::CacheConfig;
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let user_file = ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"]
-            .iter()
-            .any(|name| std::path::Path::new(name).exists());
-        if user_file || CubeClRuntimeConfig::storage().lock().is_some() {
-            return;
-        }
+    // Held while the configuration is made, so two threads cannot both set it.
+    static SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _setting = SETTING.lock().unwrap_or_else(|e| e.into_inner());
+    if CubeClRuntimeConfig::storage().lock().is_some() {
+        return false;
+    }
+    let user_file = ["cubecl.toml", "CubeCL.toml", "burn.toml", "Burn.toml"]
+        .iter()
+        .any(|name| std::path::Path::new(name).exists());
+    let mut config = if user_file {
+        CubeClRuntimeConfig::from_current_dir().override_from_env()
+    } else {
         let dir = kernel_cache_dir();
         let mut config = CubeClRuntimeConfig::default().override_from_env();
         config.compilation.cache = Some(CacheConfig::File(dir.join("kernels")));
         config.autotune.cache = CacheConfig::File(dir.join("autotune"));
-        CubeClRuntimeConfig::set(config);
-    });
+        config
+    };
+    adjust(&mut config);
+    CubeClRuntimeConfig::set(config);
+    true
 }
 
 /// The first `count` devices of `device`'s kind (device indices 0..count), for data-parallel runs.

@@ -33,6 +33,8 @@ pub use phi_zoo_common::checkpoint::{HubOptions, resolve_hub};
 
 pub mod backend;
 pub mod eval;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod gpu_trace;
 pub mod memory;
 #[cfg(feature = "train")]
 pub mod recipes;
