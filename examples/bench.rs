@@ -5,10 +5,11 @@
 //!     [--warm-up-decode 2] [--trace] [--context N]
 //!
 //! `--config` names a shape (phi-1, phi-1-small, phi-1.5, phi-2, tiny) run with random weights;
-//! `--model` loads a checkpoint. One untimed pass of the same shapes runs first (GPU backends
-//! compile and autotune kernels on first use). Then the prompt is prefilled in one cached forward
-//! and `--new-tokens` tokens are decoded greedily, one cached step each, with the logits read back
-//! every step as generation does. `--json` prints only
+//! `--model` loads a checkpoint. On GPU backends every decode shape is warmed first
+//! (`phi_zoo::warm_up_decode`, as `generate` and `serve` do), then one untimed pass of the same
+//! shapes runs (GPU backends compile and autotune kernels on first use). Then the prompt is prefilled in one cached forward
+//! and `--new-tokens` tokens are decoded greedily, one cached step each, each token picked as
+//! generation picks it (on GPU backends only the chosen ids are read back). `--json` prints only
 //! `{"prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "peak_rss_bytes"}`. `--export DIR`
 //! writes the model in HF format instead, so bench/candle-phi can be timed on the same weights.
 //!
@@ -25,7 +26,8 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use clap::Parser;
 use phi_zoo::backend::BackendJob;
-use phi_zoo::{Phi, Variant};
+use phi_zoo::common::generation::select::{HostReads, Readback, RowPick, host_reads, pick_tokens};
+use phi_zoo::{Phi, TokenPicker, Variant};
 
 #[derive(Parser)]
 #[command(about = "Benchmark Phi prefill and decode")]
@@ -118,21 +120,25 @@ impl BackendJob for Bench<'_> {
                 model.config().max_position_embeddings
             );
         }
-        // Untimed warm-up of the same shapes (kernel compilation and autotuning on GPUs).
-        run_once(
+        // Untimed warm-up of the same shapes (kernel compilation and autotuning on GPUs): the
+        // same cache size too, which GPU backends' attention shapes follow.
+        let capacity = args.prompt_tokens + args.new_tokens;
+        cli::warm_up(&model, &[1], capacity, &device)?;
+        let warm_up = args.new_tokens.min(args.warm_up_decode);
+        run_once(&model, &prompt, warm_up, capacity, &device, &mut |_| {})?;
+        let mut marks = Vec::new();
+        let (prefill_s, steps_s) = run_once(
             &model,
             &prompt,
-            args.new_tokens.min(args.warm_up_decode),
+            args.new_tokens,
+            capacity,
             &device,
-            &mut |_| {},
-        )?;
-        let mut marks = Vec::new();
-        let (prefill_s, steps_s) =
-            run_once(&model, &prompt, args.new_tokens, &device, &mut |reads| {
+            &mut |reads| {
                 if args.trace {
                     marks.push(Mark::now::<B>(&device, reads));
                 }
-            })?;
+            },
+        )?;
         let trace = (marks.len() == 2).then(|| marks[1].since(&marks[0], model.config()));
         Ok(Some(Figures {
             load_s,
@@ -174,55 +180,45 @@ impl Mark {
     }
 }
 
-/// Reads of logits from the device, and their bytes.
-#[derive(Clone, Copy, Default)]
-struct HostReads {
-    reads: u64,
-    bytes: u64,
-}
-
-/// Prefills `prompt`, decodes `new_tokens` greedily; returns the prefill's seconds and each
-/// decode step's. `mark` sees the reads so far after the prefill and after the last step.
+/// Prefills `prompt`, decodes `new_tokens` greedily with a cache of `capacity` slots; returns
+/// the prefill's seconds and each decode step's. Tokens are picked as generation picks them (on
+/// GPU backends only the ids come back). `mark` sees the reads so far after the prefill and
+/// after the last step.
 fn run_once<B: Backend>(
     model: &Phi<B>,
     prompt: &[u32],
     new_tokens: usize,
+    capacity: usize,
     device: &B::Device,
     mark: &mut dyn FnMut(HostReads),
 ) -> Result<(f64, Vec<f64>)> {
-    let mut reads = HostReads::default();
-    let mut cache = model.new_cache(1, prompt.len() + new_tokens, device);
+    let mut picker = TokenPicker::new(None, 1.0, None, 0);
+    let readback = Readback::for_backend::<B>();
+    let mut pick = |logits| {
+        let mut row = [RowPick {
+            picker: &mut picker,
+            history: &[],
+            want_logits: false,
+        }];
+        pick_tokens(logits, &mut row, readback)[0].token
+    };
+    let mut cache = model.new_cache(1, capacity, device);
     let started = Instant::now();
     let logits =
         model.forward_cached_last(model.ids_tensor(&[prompt.to_vec()], device)?, &mut cache)?;
-    let mut next = argmax(logits, &mut reads);
+    let mut next = pick(logits);
     let prefill_s = started.elapsed().as_secs_f64();
-    mark(reads);
+    mark(host_reads());
     let mut steps = Vec::with_capacity(new_tokens);
     for _ in 0..new_tokens {
         let started = Instant::now();
         let logits =
             model.forward_cached_last(model.ids_tensor(&[vec![next]], device)?, &mut cache)?;
-        next = argmax(logits, &mut reads);
+        next = pick(logits);
         steps.push(started.elapsed().as_secs_f64());
     }
-    mark(reads);
+    mark(host_reads());
     Ok((prefill_s, steps))
-}
-
-/// Reads the logits back, as generation does every step.
-fn argmax<B: Backend>(logits: Tensor<B, 2>, reads: &mut HostReads) -> u32 {
-    let data = logits.into_data();
-    reads.reads += 1;
-    reads.bytes += data.as_bytes().len() as u64;
-    let values: Vec<f32> = data.iter::<f32>().collect();
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn main() -> Result<()> {

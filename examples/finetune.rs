@@ -72,6 +72,8 @@ struct Finetune {
     checkpoint: Checkpoint,
     tokenizer: PhiTokenizer,
     lora: Option<LoraConfig>,
+    /// Mixed precision: the type of the products (`--dtype bf16`).
+    matmul: Option<burn::tensor::FloatDType>,
 }
 
 impl BackendJob for Finetune {
@@ -83,6 +85,7 @@ impl BackendJob for Finetune {
             checkpoint,
             tokenizer,
             lora,
+            matmul,
         } = self;
         let run_args = &args.run;
         let data_path = match &args.data {
@@ -126,7 +129,9 @@ impl BackendJob for Finetune {
 
         let loss_before = mean_loss(&checkpoint.load::<B>(&device)?, &valid, &device);
         B::seed(&device, run_args.seed);
-        let phi = recipe.apply_dropout(checkpoint.load::<Autodiff<B>>(&device)?);
+        let phi = recipe
+            .apply_dropout(checkpoint.load::<Autodiff<B>>(&device)?)
+            .with_matmul_dtype(matmul);
         let data = RunData::streams(
             Arc::new(train),
             Arc::new(valid.clone()),
@@ -215,11 +220,12 @@ fn main() -> Result<()> {
     }
     let tokenizer = args.model.text_tokenizer(&checkpoint)?;
     let lora = args.lora.config()?;
-    let device = args.device;
+    let (device, matmul) = args.device.for_training()?;
     device.run(Finetune {
         args,
         checkpoint,
         tokenizer,
         lora,
+        matmul,
     })?
 }

@@ -87,6 +87,9 @@ impl BackendJob for Generate<'_> {
             seed: args.seed,
             ..GenerationConfig::for_model(model.config(), self.tokenizer)
         };
+        let context = model.config().max_position_embeddings;
+        let capacity = (self.prompt.len() + config.max_new_tokens).min(context);
+        cli::warm_up(&model, &[1], capacity, &device)?;
         let mut stdout = std::io::stdout().lock();
         let stream = !args.json;
         let output = match self.tokenizer {

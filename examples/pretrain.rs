@@ -82,6 +82,8 @@ struct Pretrain {
     args: Args,
     recipe: Recipe,
     seq_len: usize,
+    /// Mixed precision: the type of the products (`--dtype bf16`).
+    matmul: Option<burn::tensor::FloatDType>,
 }
 
 impl BackendJob for Pretrain {
@@ -92,6 +94,7 @@ impl BackendJob for Pretrain {
             args,
             recipe,
             seq_len,
+            matmul,
         } = self;
         let run_args = &args.run;
         let config = args.config.config();
@@ -129,7 +132,8 @@ impl BackendJob for Pretrain {
         );
         B::seed(&device, run_args.seed);
         let mut trainee = Trainee::new(
-            recipe.apply_dropout(Phi::<Autodiff<B>>::new(&config, &device)),
+            recipe
+                .apply_dropout(Phi::<Autodiff<B>>::new(&config, &device).with_matmul_dtype(matmul)),
             recipe.step_settings(),
         );
         if args.nodes > 1 {
@@ -224,10 +228,11 @@ fn main() -> Result<()> {
             args.config
         );
     }
-    let device = args.device;
+    let (device, matmul) = args.device.for_training()?;
     device.run(Pretrain {
         args,
         recipe,
         seq_len,
+        matmul,
     })?
 }

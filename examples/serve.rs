@@ -81,6 +81,10 @@ impl BackendJob for Serve<'_> {
             Some(checkpoint) => checkpoint.load::<B>(&device)?,
             None => Phi::new(&Variant::Tiny.config(), &device),
         };
+        // The engine's batches run from one row to `max_batch`: those two sizes are warmed.
+        let context = model.config().max_position_embeddings;
+        let capacity = self.options.max_context.unwrap_or(context).min(context);
+        cli::warm_up(&model, &[1, self.options.max_batch], capacity, &device)?;
         let server = Server::start(model, self.tokenizer, device, self.options)?;
         let settings = server.settings();
         // Scripts wait for this line and read the address from it.

@@ -89,7 +89,7 @@ fn main() {
             (loss.backward(), t_head, t_loss)
         } else {
             // The head's forward is part of the fused loss: timed as loss.
-            let loss = head_loss(&phi.lm_head, hidden, targets, None);
+            let loss = head_loss(&phi.lm_head, hidden, targets, None, None);
             let t_loss = Instant::now();
             (loss.backward(), t_body, t_loss)
         };

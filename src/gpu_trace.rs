@@ -54,6 +54,11 @@ const PREFIXES: [&str; 5] = [
 
 static COUNTS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
+/// `PHI_ZOO_TRACE_KERNELS=1` also prints each launched kernel's name to stderr: which
+/// operations a step's kernels are, and which of them fusion left unfused.
+static NAMES: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("PHI_ZOO_TRACE_KERNELS").is_some());
+
 struct Counter;
 
 impl log::Log for Counter {
@@ -66,6 +71,9 @@ impl log::Log for Counter {
             return;
         }
         let message = record.args().to_string();
+        if *NAMES && message.starts_with(PREFIXES[0]) {
+            eprintln!("kernel: {}", &message[PREFIXES[0].len()..]);
+        }
         if let Some(i) = PREFIXES.iter().position(|p| message.starts_with(p)) {
             COUNTS[i].fetch_add(1, Ordering::Relaxed);
         }

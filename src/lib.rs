@@ -21,7 +21,7 @@ pub use phi_zoo_common::{
     Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options, ParamSource, Phi,
     PhiAdapters, PhiConfig, PhiError, PhiLinear, PhiTokenizer, Projection, Result, Sampling,
     ShapeMismatch, StopReason, TextStream, TokenPicker, generate, generate_batch,
-    generate_batch_until, generate_text,
+    generate_batch_until, generate_text, warm_up_decode,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;

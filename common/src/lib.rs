@@ -23,6 +23,7 @@ pub use config::{ConfigDialect, PhiConfig};
 pub use error::{PhiError, Result, ShapeMismatch};
 pub use generation::sampling::{Sampling, TokenPicker};
 pub use generation::streaming::{StreamStep, TextStream};
+pub use generation::warm_up::warm_up_decode;
 pub use generation::{
     Generated, GeneratedText, GenerationConfig, StopReason, generate, generate_batch,
     generate_batch_until, generate_text,

@@ -22,6 +22,28 @@ pub fn complete<B: burn::prelude::Backend>(
     Ok(out.text)
 }
 
+/// Warms a GPU backend's decode kernels for batches of `rows` rows and up to `capacity`
+/// positions (`phi_zoo::warm_up_decode`), with a progress line on stderr; nothing on the CPU.
+pub fn warm_up<B: burn::prelude::Backend>(
+    model: &(impl phi_zoo::LanguageModel<B> + ?Sized),
+    rows: &[usize],
+    capacity: usize,
+    device: &B::Device,
+) -> Result<()> {
+    use std::io::IsTerminal;
+    let started = std::time::Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let steps = phi_zoo::warm_up_decode(model, rows, capacity, device, |done, total| {
+        if terminal || done == total {
+            eprint!("\rwarming decode kernels: {done}/{total} shapes");
+        }
+    })?;
+    if steps > 0 {
+        eprintln!(" ({:.1} s)", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
 /// Which model: `--model`, `--revision`, `--tokenizer`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
@@ -69,7 +91,8 @@ pub struct DeviceArgs {
     /// flex (cpu), wgpu or cuda (the last two when compiled in with `--features`).
     #[arg(long, default_value = "flex")]
     pub backend: BackendName,
-    /// f32, f16 or bf16.
+    /// f32, f16 or bf16 (training: bf16 is mixed precision, products in bf16 and f32 master
+    /// weights).
     #[arg(long, default_value = "f32")]
     pub dtype: FloatType,
 }
@@ -78,6 +101,28 @@ impl DeviceArgs {
     /// Runs `job` on the chosen backend and float type.
     pub fn run<J: BackendJob>(&self, job: J) -> Result<J::Output> {
         Ok(run_on(self.backend, self.dtype, job)?)
+    }
+
+    /// What training runs in: the device arguments to run on (f32 parameters always) and the
+    /// type of the matrix products. `--dtype bf16` is mixed precision: f32 master weights,
+    /// gradients, optimizer state and loss, products in bf16 (`Phi::with_matmul_dtype`).
+    pub fn for_training(&self) -> Result<(DeviceArgs, Option<burn::tensor::FloatDType>)> {
+        let matmul = match self.dtype {
+            FloatType::F32 => None,
+            FloatType::Bf16 if self.backend == BackendName::Wgpu => {
+                anyhow::bail!("wgpu has no bf16 arithmetic: train in f32 there")
+            }
+            FloatType::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            FloatType::F16 => anyhow::bail!(
+                "training in f16 needs loss scaling, which phi-zoo does not do: use --dtype bf16 \
+                 (mixed precision, f32 master weights) or f32"
+            ),
+        };
+        let run_on = DeviceArgs {
+            dtype: FloatType::F32,
+            ..*self
+        };
+        Ok((run_on, matmul))
     }
 }
 

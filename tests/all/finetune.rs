@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use phi_zoo::backend::Cpu;
@@ -428,6 +429,54 @@ fn fixture_training_steps_lower_the_loss_on_the_cpu() {
     let (full, lora) = fixture_training_losses::<Train>(4, &Default::default());
     eprintln!("full {full:?}, LoRA {lora:?}");
     assert!(full[3] < full[0] && lora[3] < lora[0], "{full:?} {lora:?}");
+}
+
+/// Mixed precision (products in bf16, `Phi::with_matmul_dtype`): the parameters stay f32 (master
+/// weights, updated by f32 gradients), the loss is computed in f32 and follows the f32 run's to
+/// bf16's precision, and falls; the products did run in bf16 (the logits differ from f32's).
+#[test]
+fn bf16_mixed_precision_trains_f32_master_weights_as_f32_does() {
+    use burn::tensor::{DType, FloatDType};
+    let device = Default::default();
+    let steps = 4;
+    let ((full32, lora32), _) =
+        crate::fixtures::fixture_training_losses_in::<Train>(steps, None, &device);
+    let ((full16, lora16), trained) = crate::fixtures::fixture_training_losses_in::<Train>(
+        steps,
+        Some(FloatDType::BF16),
+        &device,
+    );
+    eprintln!("f32: {full32:?} {lora32:?}\nbf16 products: {full16:?} {lora16:?}");
+    for (f32_losses, mixed) in [(&full32, &full16), (&lora32, &lora16)] {
+        assert!(
+            mixed[steps - 1] < mixed[0],
+            "mixed precision lowers the loss: {mixed:?}"
+        );
+        for (a, b) in f32_losses.iter().zip(mixed.iter()) {
+            assert!(
+                (a - b).abs() <= 2e-2 * a.abs(),
+                "{f32_losses:?} vs {mixed:?}"
+            );
+        }
+    }
+    let weight = trained.model.layers[0].mlp.fc1.weight.val();
+    assert_eq!(weight.dtype(), DType::F32, "master weights stay f32");
+    let phi = trained.valid();
+    let ids = [vec![3u32, 7, 11, 2]];
+    let exact = to_vec(
+        phi.clone()
+            .with_matmul_dtype(None)
+            .forward_ids(&ids, &device)
+            .unwrap(),
+    );
+    let mixed = to_vec(phi.forward_ids(&ids, &device).unwrap());
+    let d = max_abs_diff(&exact, &mixed);
+    // bf16 keeps 8 bits of mantissa: a few 2⁻⁸ of the logits' scale.
+    let scale = exact.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(
+        d > 1e-5 && d < 2e-2 * scale,
+        "bf16 products move the logits by {d} (scale {scale})"
+    );
 }
 
 /// Unmerged LoRA through the one forward entry point: with the KV cache it gives the logits of

@@ -282,6 +282,16 @@ pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
     steps: usize,
     device: &B::Device,
 ) -> (Vec<f64>, Vec<f64>) {
+    fixture_training_losses_in::<B>(steps, None, device).0
+}
+
+/// `fixture_training_losses` with the products in `matmul` (mixed precision), and the trained
+/// full model.
+pub fn fixture_training_losses_in<B: burn::tensor::backend::AutodiffBackend>(
+    steps: usize,
+    matmul: Option<burn::tensor::FloatDType>,
+    device: &B::Device,
+) -> ((Vec<f64>, Vec<f64>), Phi<B>) {
     use burn::train::TrainStep;
     let set = FinetuneSet::new(examples(16), 16, 0, 5).unwrap();
     // One batch, seen every step: the loss must fall.
@@ -290,7 +300,7 @@ pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
         out.item.loss.clone().into_scalar().elem::<f64>()
     };
 
-    let mut full = Trainee::new(fixture::<B>(device), settings());
+    let mut full = Trainee::new(fixture::<B>(device).with_matmul_dtype(matmul), settings());
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut full_losses = vec![];
     for i in 0..steps {
@@ -299,7 +309,7 @@ pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
         full = TrainStep::optimize(full, &mut optim, 1e-2, out.grads);
     }
 
-    let phi = fixture::<B>(device);
+    let phi = fixture::<B>(device).with_matmul_dtype(matmul);
     let mut lora = LoraTrainee::new(phi, &LoraConfig::new(2), settings());
     lora.adapters = patterned_adapters(&lora.base.0, device);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
@@ -309,7 +319,7 @@ pub fn fixture_training_losses<B: burn::tensor::backend::AutodiffBackend>(
         lora_losses.push(loss(&out));
         lora = TrainStep::optimize(lora, &mut optim, 1e-2, out.grads);
     }
-    (full_losses, lora_losses)
+    ((full_losses, lora_losses), full.phi)
 }
 
 /// A small store of one source, split into training and held-out mixtures of 16-token windows:

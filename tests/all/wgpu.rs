@@ -113,3 +113,34 @@ fn wgpu_training_steps_match_the_cpu() {
         }
     }
 }
+
+/// Warming the decode kernels runs one step per key bucket and batch size, and leaves nothing
+/// behind: generation afterwards gives transformers' greedy ids.
+#[test]
+fn wgpu_warm_up_runs_every_bucket_then_generates_as_before() {
+    let device = Default::default();
+    let reference = Reference::load("tiny_p05");
+    let model = load_wgpu("tiny_p05");
+    let context = model.config().max_position_embeddings;
+    let mut seen = Vec::new();
+    let steps = phi_zoo::warm_up_decode(&model, &[1, 2, 2], context, &device, |done, total| {
+        seen.push((done, total))
+    })
+    .unwrap();
+    let buckets = context.div_ceil(256);
+    assert_eq!(
+        steps,
+        2 * buckets,
+        "one step per bucket for each batch size"
+    );
+    assert_eq!(seen.last(), Some(&(steps, steps)));
+    let config = GenerationConfig {
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let out = phi_zoo::generate(&model, &reference.ids[0], &config, &device, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(out.ids, reference.greedy[0][..8]);
+}

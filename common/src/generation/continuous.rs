@@ -33,6 +33,7 @@ use crate::error::{PhiError, Result};
 use crate::model::{KvCache, LanguageModel, Options};
 
 use super::sampling::TokenPicker;
+use super::select::{Picked, Readback, RowPick, pick_tokens};
 
 /// Log-probabilities at one position: the token's own, and the most likely alternatives.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,6 +134,13 @@ pub struct BatchStats {
     pub prefill_seconds: f64,
     /// Seconds spent in decode steps (cache moves included).
     pub decode_seconds: f64,
+}
+
+/// The last position's logits of a prompt: on the host when the prompt's log-probabilities
+/// were read with them, else still on the device.
+enum Last<B: Backend> {
+    Host(Vec<f32>),
+    Device(Tensor<B, 2>),
 }
 
 /// A request whose prompt is being read into its own cache.
@@ -363,21 +371,16 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
                             .push(Some(token_logprobs(&lp, prompt[next], top)));
                     }
                 }
-                (end == prompt.len()).then(|| rows[(seq - 1) * vocab..].to_vec())
+                (end == prompt.len()).then(|| Last::Host(rows[(seq - 1) * vocab..].to_vec()))
             }
-            None if end == prompt.len() => Some(
-                phi.last_logits(chunk, options)?
-                    .into_data()
-                    .iter::<f32>()
-                    .collect(),
-            ),
+            None if end == prompt.len() => Some(Last::Device(phi.last_logits(chunk, options)?)),
             None => {
                 phi.hidden_states(chunk, options)?;
                 None
             }
         };
         prefill.done = end;
-        let Some(mut logits) = last_logits else {
+        let Some(last_logits) = last_logits else {
             return Ok(read);
         };
         let mut prefill = self.prefill.take().expect("a prefill is running");
@@ -403,7 +406,15 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
             next: 0,
         };
         let content = row.history.len();
-        if !row.take_token(&mut logits, content, self.settings.max_context) {
+        let mut pick = row.pick_request();
+        let picked = match last_logits {
+            Last::Host(raw) => pick.pick(&raw),
+            Last::Device(logits) => {
+                let readback = Readback::for_backend::<B>();
+                pick_tokens(logits, std::slice::from_mut(&mut pick), readback).remove(0)
+            }
+        };
+        if !row.take_token(picked, content, self.settings.max_context) {
             return Ok(read);
         }
         self.join(row, &prefill.cache)?;
@@ -466,22 +477,18 @@ impl<'m, B: Backend, M: LanguageModel<B> + ?Sized> Batcher<'m, B, M> {
             }
         }
         let inputs: Vec<Vec<u32>> = self.rows.iter().map(|r| vec![r.next]).collect();
-        let mut logits: Vec<f32> = phi
-            .last_logits(
-                phi.ids_tensor(&inputs, &self.device)?,
-                Options::cached(cache).with_adapters(self.model.adapters()),
-            )?
-            .into_data()
-            .iter::<f32>()
-            .collect();
-        let vocab = logits.len() / self.rows.len();
+        let logits = phi.last_logits(
+            phi.ids_tensor(&inputs, &self.device)?,
+            Options::cached(cache).with_adapters(self.model.adapters()),
+        )?;
+        let mut picks: Vec<RowPick<'_>> = self.rows.iter_mut().map(Row::pick_request).collect();
+        let picked = pick_tokens(logits, &mut picks, Readback::for_backend::<B>());
         self.stats.decode_steps += 1;
         self.stats.rows_decoded += self.rows.len();
         let (len, pads) = (cache.len(), cache.padding().to_vec());
         let mut finished = Vec::new();
-        let rows = self.rows.iter_mut().zip(logits.chunks_mut(vocab));
-        for (r, (row, row_logits)) in rows.enumerate() {
-            if !row.take_token(row_logits, len - pads[r], max_context) {
+        for (r, (row, picked)) in self.rows.iter_mut().zip(picked).enumerate() {
+            if !row.take_token(picked, len - pads[r], max_context) {
                 finished.push(r);
             }
         }
@@ -507,16 +514,29 @@ impl BatchSettings {
 }
 
 impl Row {
-    /// Picks the next token from its logits, sends it, and says whether the row goes on
+    /// What picking this row's next token needs: its picker and history, and its logits when
+    /// it reports log-probabilities.
+    fn pick_request(&mut self) -> RowPick<'_> {
+        RowPick {
+            picker: &mut self.request.picker,
+            history: &self.history,
+            want_logits: self.request.logprobs.is_some(),
+        }
+    }
+
+    /// Takes the token picked for this row, sends it, and says whether the row goes on
     /// (`content`: positions the row's cache holds; the new token would take the next one, and
     /// `max_context` is the most there may be).
-    fn take_token(&mut self, logits: &mut [f32], content: usize, max_context: usize) -> bool {
-        let logprobs = self.request.logprobs.map(|top| (log_probs(logits), top));
-        let id = self.request.picker.pick(logits, &self.history);
+    fn take_token(&mut self, picked: Picked, content: usize, max_context: usize) -> bool {
+        let id = picked.token;
+        let logprobs = self
+            .request
+            .logprobs
+            .zip(picked.logits)
+            .map(|(top, logits)| token_logprobs(&log_probs(&logits), id, top));
         self.history.push(id);
         self.generated += 1;
         self.next = id;
-        let logprobs = logprobs.map(|(lp, top)| token_logprobs(&lp, id, top));
         if !self.request.sink.send(Event::Token { id, logprobs }) {
             return false;
         }

@@ -11,10 +11,13 @@ use crate::error::{PhiError, Result};
 use crate::model::{LanguageModel, Options};
 pub mod continuous;
 pub mod sampling;
+pub mod select;
 pub mod streaming;
+pub mod warm_up;
 
 use crate::tokenizer::PhiTokenizer;
 use sampling::{Sampling, TokenPicker};
+use select::{Readback, RowPick, pick_tokens};
 use streaming::TextStream;
 
 /// What to generate and how.
@@ -126,6 +129,7 @@ pub fn generate<B: Backend>(
     }
     let capacity = (prompt.len() + config.max_new_tokens).min(context);
     let mut cache = phi.new_cache(1, capacity, device);
+    let readback = Readback::for_backend::<B>();
     let mut history = prompt.to_vec();
     let mut ids = Vec::new();
     let mut input = phi.ids_tensor(&[prompt.to_vec()], device)?;
@@ -133,12 +137,13 @@ pub fn generate<B: Backend>(
         if ids.len() == config.max_new_tokens {
             break StopReason::MaxNewTokens;
         }
-        let mut logits: Vec<f32> = phi
-            .last_logits(input, Options::cached(&mut cache).with_adapters(adapters))?
-            .into_data()
-            .iter::<f32>()
-            .collect();
-        let token = picker.pick(&mut logits, &history);
+        let logits = phi.last_logits(input, Options::cached(&mut cache).with_adapters(adapters))?;
+        let mut row = [RowPick {
+            picker: &mut picker,
+            history: &history,
+            want_logits: false,
+        }];
+        let token = pick_tokens(logits, &mut row, readback)[0].token;
         ids.push(token);
         history.push(token);
         if on_token(token).is_break() {
@@ -229,6 +234,7 @@ pub fn generate_batch_until<B: Backend>(
         (longest + config.max_new_tokens).min(context),
         device,
     );
+    let readback = Readback::for_backend::<B>();
     let mut histories: Vec<Vec<u32>> = prompts.to_vec();
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
     let mut stops: Vec<Option<StopReason>> = vec![None; prompts.len()];
@@ -242,19 +248,25 @@ pub fn generate_batch_until<B: Backend>(
         if stops.iter().all(Option::is_some) {
             break;
         }
-        let logits: Vec<f32> = phi
-            .last_logits(input, Options::cached(&mut cache).with_adapters(adapters))?
-            .into_data()
-            .iter::<f32>()
+        let logits = phi.last_logits(input, Options::cached(&mut cache).with_adapters(adapters))?;
+        // Rows that have stopped still run and pick (their pickers are done with, and the
+        // batch keeps its shape); their picks are dropped.
+        let mut rows: Vec<RowPick<'_>> = pickers
+            .iter_mut()
+            .zip(&histories)
+            .map(|(picker, history)| RowPick {
+                picker,
+                history,
+                want_logits: false,
+            })
             .collect();
-        let vocab = logits.len() / prompts.len();
+        let picked = pick_tokens(logits, &mut rows, readback);
         let mut next = vec![PAD_ID; prompts.len()];
-        for row in 0..prompts.len() {
+        for (row, picked) in picked.into_iter().enumerate() {
             if stops[row].is_some() {
                 continue;
             }
-            let mut row_logits = logits[row * vocab..(row + 1) * vocab].to_vec();
-            let token = pickers[row].pick(&mut row_logits, &histories[row]);
+            let token = picked.token;
             histories[row].push(token);
             outputs[row].push(token);
             next[row] = token;

@@ -88,21 +88,97 @@ impl TokenPicker {
                 .for_each(|l| *l = f32::NEG_INFINITY);
         }
         if self.repetition_penalty != 1.0 {
-            let mut seen = history.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for &id in &seen {
+            for id in seen(history) {
                 if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l < 0.0 {
-                        *l * self.repetition_penalty
-                    } else {
-                        *l / self.repetition_penalty
-                    };
+                    *l = self.penalised(*l);
                 }
             }
         }
+        self.choose(logits, None)
+            .expect("the whole vocabulary always decides") as u32
+    }
+
+    /// The repetition penalty (1.0: none).
+    pub fn repetition_penalty(&self) -> f32 {
+        self.repetition_penalty
+    }
+
+    /// What this picker must see of a step's logits over a `vocab`-wide vocabulary, given every
+    /// token so far: every logit, or only the highest ones and those of the tokens seen.
+    pub fn need(&self, history: &[u32], vocab: usize) -> Need {
+        let limit = self.vocab_limit.unwrap_or(vocab).min(vocab);
+        let seen = if self.repetition_penalty == 1.0 {
+            Vec::new()
+        } else {
+            seen(history)
+                .into_iter()
+                .filter(|&id| (id as usize) < limit)
+                .collect()
+        };
+        let kept = match &self.sampling {
+            None => 1,
+            Some(Sampling { top_k: Some(k), .. }) => *k,
+            // Sampling over the whole distribution needs all of it.
+            Some(_) => return Need::All,
+        };
+        // The chosen token is among the `kept` highest after the penalty; one more bounds every
+        // logit not read.
+        if kept + seen.len() + 1 >= limit.min(MAX_CANDIDATES) {
+            return Need::All;
+        }
+        Need::Candidates { kept, limit, seen }
+    }
+
+    /// The next token from a step's candidates: `(id, raw logit)` pairs (any order, no id
+    /// twice, ids below the vocabulary limit), at least `kept + 1` of them and every seen token
+    /// `need` asked for among them, where every logit not among them is an unseen token's and
+    /// at most `bound`. The same token,
+    /// and the same random draw, as [`pick`](Self::pick) over the whole row, bit for bit; `None`
+    /// (nothing drawn) when a logit not read could tie with the candidates, so the caller reads
+    /// the whole row and calls `pick`.
+    pub fn pick_candidates(
+        &mut self,
+        candidates: &mut [(u32, f32)],
+        bound: f32,
+        history: &[u32],
+    ) -> Option<u32> {
+        // In id order, as `pick` walks the row: its sums and first-of-equals follow that order.
+        candidates.sort_unstable_by_key(|&(id, _)| id);
+        if self.repetition_penalty != 1.0 {
+            let seen = seen(history);
+            for (id, l) in candidates.iter_mut() {
+                if seen.binary_search(id).is_ok() {
+                    *l = self.penalised(*l);
+                }
+            }
+        }
+        let mut values: Vec<f32> = candidates.iter().map(|&(_, l)| l).collect();
+        let chosen = self.choose(&mut values, Some(bound))?;
+        Some(candidates[chosen].0)
+    }
+
+    /// CTRL's rule, as transformers applies it: a positive logit divided, a negative one
+    /// multiplied.
+    fn penalised(&self, l: f32) -> f32 {
+        if l < 0.0 {
+            l * self.repetition_penalty
+        } else {
+            l / self.repetition_penalty
+        }
+    }
+
+    /// The index chosen among `logits` (penalised and limited; modified in place). With a
+    /// `bound`, `logits` are some of a row's and every other one is at most `bound` (none of
+    /// them penalised): `None` unless those others cannot be chosen (they fall below the
+    /// greedy maximum or the top-k cut, strictly), decided before anything is drawn. Zero
+    /// probabilities add nothing to the sums, so the result is the whole row's.
+    fn choose(&mut self, logits: &mut [f32], bound: Option<f32>) -> Option<usize> {
         let Some(sampling) = self.sampling.clone() else {
-            return argmax(logits);
+            let best = argmax(logits);
+            return match bound {
+                Some(bound) if logits[best] <= bound => None,
+                _ => Some(best),
+            };
         };
         logits.iter_mut().for_each(|l| *l /= sampling.temperature);
         if let Some(k) = sampling.top_k
@@ -111,10 +187,17 @@ impl TokenPicker {
             let mut sorted: Vec<f32> = logits.to_vec();
             sorted.sort_unstable_by(|a, b| b.total_cmp(a));
             let kth = sorted[k - 1];
+            if let Some(bound) = bound
+                && kth <= bound / sampling.temperature
+            {
+                return None;
+            }
             logits
                 .iter_mut()
                 .filter(|l| **l < kth)
                 .for_each(|l| *l = f32::NEG_INFINITY);
+        } else if bound.is_some() {
+            return None;
         }
         let mut probs = softmax(logits);
         if let Some(p) = sampling.top_p {
@@ -138,11 +221,11 @@ impl TokenPicker {
                 .filter(|q| **q < min_p * top)
                 .for_each(|q| *q = 0.0);
         }
-        self.draw(&probs)
+        Some(self.draw(&probs))
     }
 
-    /// A draw from unnormalised probabilities by inverse CDF.
-    fn draw(&mut self, weights: &[f32]) -> u32 {
+    /// A draw from unnormalised probabilities by inverse CDF: an index into `weights`.
+    fn draw(&mut self, weights: &[f32]) -> usize {
         let total: f64 = weights.iter().map(|&w| w as f64).sum();
         let target = self.rng.next_f64() * total;
         let mut cumulative = 0.0;
@@ -152,22 +235,50 @@ impl TokenPicker {
                 cumulative += w as f64;
                 last = i;
                 if cumulative > target {
-                    return i as u32;
+                    return i;
                 }
             }
         }
-        last as u32
+        last
     }
 }
 
-fn argmax(values: &[f32]) -> u32 {
+fn argmax(values: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
         if v > values[best] {
             best = i;
         }
     }
-    best as u32
+    best
+}
+
+/// The distinct tokens of `history`, in id order.
+fn seen(history: &[u32]) -> Vec<u32> {
+    let mut seen = history.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
+/// Candidates read back per row at most; a picker that needs more reads the whole row.
+const MAX_CANDIDATES: usize = 256;
+
+/// What a picker must see of a step's logits (`TokenPicker::need`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Every logit.
+    All,
+    /// More than `kept` of the highest logits after the penalty, of ids below `limit` (with
+    /// their ids), and the logits of the `seen` ids (distinct, each below `limit`, in id order).
+    Candidates {
+        /// How many tokens can be chosen among at most: 1 (greedy) or top-k's k.
+        kept: usize,
+        /// Ids from here on are never chosen.
+        limit: usize,
+        /// Ids whose logits the repetition penalty changes.
+        seen: Vec<u32>,
+    },
 }
 
 fn softmax(logits: &[f32]) -> Vec<f32> {

@@ -13,6 +13,7 @@
 
 use burn::nn::{Dropout, LayerNorm};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use super::adapters::{Adapters, Projection};
 use super::cache::LayerCache;
@@ -26,6 +27,8 @@ pub(crate) struct Pass<'a, B: Backend> {
     pub rotary: &'a PartialRotary<B>,
     pub positions: &'a Positions<B>,
     pub adapters: Option<&'a dyn Adapters<B>>,
+    /// The type matrix products run in (mixed precision); `None`: the parameters'.
+    pub matmul: Option<FloatDType>,
 }
 
 impl<B: Backend> Pass<'_, B> {
@@ -38,9 +41,9 @@ impl<B: Backend> Pass<'_, B> {
         x: Tensor<B, 3>,
     ) -> Tensor<B, 3> {
         let Some(adapters) = self.adapters else {
-            return linear.forward(x);
+            return linear.forward_in(x, self.matmul);
         };
-        let y = linear.forward(x.clone());
+        let y = linear.forward_in(x.clone(), self.matmul);
         match adapters.delta(layer, projection, x) {
             Some(delta) => y + delta,
             None => y,
@@ -150,18 +153,18 @@ impl<B: Backend> PhiAttention<B> {
         }
         // Heads first from here, `[batch, heads, seq, head_dim]`, as attention and the cache
         // (which holds keys after rotary) take them.
-        let heads = |t: Tensor<B, 4>| t.swap_dims(1, 2);
+        let heads = ops::swap_heads_and_positions;
         let angles = &pass.positions.angles;
         let q = ops::rotary(heads(q), pass.rotary, angles);
         let k = ops::rotary(heads(k), pass.rotary, angles);
         let v = heads(split(v, self.num_kv_heads));
         let (k, v) = match cache {
-            Some(cache) => cache.append(pass.positions.start, k, v),
+            Some(cache) => cache.append(pass.positions.start, pass.positions.keys, k, v),
             None => (k, v),
         };
         let scale = (self.head_dim as f64).powf(-0.5);
         let mask = pass.positions.mask.clone();
-        let out = ops::attention(q, k, v, mask, &self.attention_dropout, scale);
+        let out = ops::attention(q, k, v, mask, &self.attention_dropout, scale, pass.matmul);
         pass.project(&self.dense, layer, Projection::Dense, out)
     }
 }

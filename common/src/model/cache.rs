@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use burn::prelude::*;
 
+use super::ops;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result};
 
@@ -19,28 +20,34 @@ pub struct LayerCache<B: Backend> {
 
 impl<B: Backend> LayerCache<B> {
     /// Writes `k`, `v` (`[batch, kv_heads, seq, head_dim]`) at positions `start..start + seq` and
-    /// returns every position so far, `0..start + seq`.
+    /// returns the first `keys` slots (at least `start + seq`: every position so far, and with
+    /// fixed shapes slots not yet filled, which attention masks).
     pub fn append(
         &mut self,
         start: usize,
+        keys: usize,
         k: Tensor<B, 4>,
         v: Tensor<B, 4>,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         (
-            Self::write(&mut self.keys, start, k),
-            Self::write(&mut self.values, start, v),
+            Self::write(&mut self.keys, start, keys, k),
+            Self::write(&mut self.values, start, keys, v),
         )
     }
 
-    fn write(slot: &mut Option<Tensor<B, 4>>, start: usize, new: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn write(
+        slot: &mut Option<Tensor<B, 4>>,
+        start: usize,
+        keys: usize,
+        new: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         let [batch, heads, seq, dim] = new.dims();
         let stored = slot
             .take()
             .expect("a layer cache always holds its tensors between calls")
             .slice_assign([0..batch, 0..heads, start..start + seq, 0..dim], new);
-        let so_far = stored
-            .clone()
-            .slice([0..batch, 0..heads, 0..start + seq, 0..dim]);
+        // From slot 0, so a view of the cache (no copy) on every backend.
+        let so_far = stored.clone().slice([0..batch, 0..heads, 0..keys, 0..dim]);
         *slot = Some(stored);
         so_far
     }
@@ -64,7 +71,7 @@ impl<B: Backend> KvCache<B> {
         let shape = [
             batch,
             config.num_key_value_heads,
-            capacity,
+            ops::cache_slots::<B>(capacity),
             config.head_dim(),
         ];
         let layers = (0..config.num_hidden_layers)
@@ -94,6 +101,12 @@ impl<B: Backend> KvCache<B> {
     /// Positions the cache can hold per row.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Slots the tensors have per row: `capacity`, rounded up on GPU backends
+    /// (`ops::cache_slots`); the slots past `capacity` are never written.
+    pub(crate) fn slots(&self) -> usize {
+        self.tensors().next().map_or(0, |t| t.dims()[2])
     }
 
     /// Rows (sequences) the cache holds.
@@ -155,7 +168,8 @@ impl<B: Backend> KvCache<B> {
         for slot in self.tensors_mut() {
             let old = slot.take().expect("a layer cache holds its tensors");
             let [_, heads, _, dim] = old.dims();
-            let mut grown = Tensor::zeros([rows, heads, capacity, dim], &old.device());
+            let slots = ops::cache_slots::<B>(capacity);
+            let mut grown = Tensor::zeros([rows, heads, slots, dim], &old.device());
             if batch > 0 && len > 0 {
                 let held = [0..batch, 0..heads, 0..len, 0..dim];
                 grown = grown.slice_assign(held.clone(), old.slice(held));

@@ -10,8 +10,8 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::module::linear;
+use burn::tensor::{DType, Distribution, FloatDType};
 
 use super::ops;
 
@@ -113,6 +113,26 @@ impl<B: Backend> PhiLinear<B> {
         let y = self.forward_2d(x.reshape([batch * seq, d_in]));
         let d_out = y.dims()[1];
         y.reshape([batch, seq, d_out])
+    }
+
+    /// `forward` with the product computed in `matmul` (mixed precision: input, weight and bias
+    /// cast to it, the output cast back to the input's type, so autodiff keeps the parameters'
+    /// type for their gradients). `None`: `forward`.
+    pub fn forward_in(&self, x: Tensor<B, 3>, matmul: Option<FloatDType>) -> Tensor<B, 3> {
+        let [batch, seq, d_in] = x.dims();
+        let y = self.forward_2d_in(x.reshape([batch * seq, d_in]), matmul);
+        let d_out = y.dims()[1];
+        y.reshape([batch, seq, d_out])
+    }
+
+    /// `forward_2d` with the product computed in `matmul`, as [`forward_in`](Self::forward_in).
+    pub fn forward_2d_in(&self, x: Tensor<B, 2>, matmul: Option<FloatDType>) -> Tensor<B, 2> {
+        let Some(dtype) = matmul.filter(|&d| DType::from(d) != x.dtype()) else {
+            return self.forward_2d(x);
+        };
+        let out = x.dtype();
+        let (w, b) = (self.weight.val().cast(dtype), self.bias.val().cast(dtype));
+        linear(x.cast(dtype), w, Some(b)).cast(out)
     }
 
     /// `x: [rows, in]` → `[rows, out]`.

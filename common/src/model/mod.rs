@@ -59,6 +59,9 @@ pub struct Phi<B: Backend> {
     pub lm_head: PhiLinear<B>,
     #[module(skip)]
     config: PhiConfig,
+    /// The type matrix products run in under mixed precision; `None`: the parameters' type.
+    #[module(skip)]
+    matmul_dtype: Option<FloatDType>,
 }
 
 /// What a forward pass starts from: token ids, or embeddings (which skip the embedding lookup).
@@ -191,12 +194,27 @@ impl<B: Backend> Phi<B> {
             },
             lm_head: source.linear(Part::Head, d, config.vocab_size)?,
             config: config.clone(),
+            matmul_dtype: None,
         })
     }
 
     /// The model's config.
     pub fn config(&self) -> &PhiConfig {
         &self.config
+    }
+
+    /// The same model computing its matrix products in `dtype` (mixed precision, e.g. bf16 for
+    /// training on GPUs): the parameters, their gradients and the optimizer keep their own type
+    /// (f32 master weights), as do norms, softmax, the residual stream and the loss; scores
+    /// `q·kᵀ` stay in f32 as always. `None`: products in the parameters' type.
+    pub fn with_matmul_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.matmul_dtype = dtype;
+        self
+    }
+
+    /// The type of matrix products under mixed precision (`None`: the parameters').
+    pub fn matmul_dtype(&self) -> Option<FloatDType> {
+        self.matmul_dtype
     }
 
     /// The same weights with other dropout rates (a training recipe's, or none for exact runs);
@@ -264,11 +282,15 @@ impl<B: Backend> Phi<B> {
         };
         let device = embeddings.device();
         let pads = cache.as_deref().map(KvCache::padding).unwrap_or(&[]);
-        let positions = Positions::new(&body.rotary, start, seq, pads, &device);
+        let fixed_keys = cache
+            .as_deref()
+            .and_then(|c| ops::attended_slots::<B>(start + seq, c.slots()));
+        let positions = Positions::new(&body.rotary, start, seq, pads, fixed_keys, &device);
         let pass = Pass {
             rotary: &body.rotary,
             positions: &positions,
             adapters,
+            matmul: self.matmul_dtype,
         };
         let mut h = body.embed_dropout.forward(embeddings);
         for (i, layer) in body.layers.iter().enumerate() {
@@ -288,7 +310,10 @@ impl<B: Backend> Phi<B> {
         options: Options<'_, B>,
     ) -> Result<Tensor<B, 3>> {
         let hidden = self.hidden_states(input, options)?;
-        Ok(self.lm_head.forward(hidden).cast(FloatDType::F32))
+        Ok(self
+            .lm_head
+            .forward_in(hidden, self.matmul_dtype)
+            .cast(FloatDType::F32))
     }
 
     /// Only the last position's logits, `[batch, vocab]`: what a generation step needs, without
@@ -301,7 +326,10 @@ impl<B: Backend> Phi<B> {
         let hidden = self.hidden_states(input, options)?;
         let [batch, seq, width] = hidden.dims();
         let last = hidden.narrow(1, seq - 1, 1).reshape([batch, width]);
-        Ok(self.lm_head.forward_2d(last).cast(FloatDType::F32))
+        Ok(self
+            .lm_head
+            .forward_2d_in(last, self.matmul_dtype)
+            .cast(FloatDType::F32))
     }
 
     /// Logits for every position, `[batch, seq] → [batch, seq, vocab]`, always in f32.

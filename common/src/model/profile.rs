@@ -20,7 +20,7 @@ impl<'a, B: Backend> BlockStages<'a, B> {
     pub fn new(phi: &'a Phi<B>, seq: usize, device: &B::Device) -> Self {
         Self {
             phi,
-            positions: Positions::new(&phi.model.rotary, 0, seq, &[], device),
+            positions: Positions::new(&phi.model.rotary, 0, seq, &[], None, device),
         }
     }
 
@@ -29,6 +29,7 @@ impl<'a, B: Backend> BlockStages<'a, B> {
             rotary: &self.phi.model.rotary,
             positions: &self.positions,
             adapters: None,
+            matmul: None,
         }
     }
 
@@ -80,7 +81,7 @@ pub fn attention_tensor<B: Backend>(
     v: Tensor<B, 4>,
     scale: f64,
 ) -> Tensor<B, 4> {
-    tensor::attention(q, k, v, None, &Dropout { prob: 0.0 }, scale)
+    tensor::attention(q, k, v, None, &Dropout { prob: 0.0 }, scale, None)
 }
 
 /// Causal attention with the CPU kernel, `q: [batch, seq, heads·dim]`, `k`, `v`:

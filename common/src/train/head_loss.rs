@@ -33,19 +33,26 @@ fn chunk_logits<B: Backend>() -> usize {
 /// The mean next-token cross-entropy of the head's logits over `hidden: [batch, seq, hidden]`
 /// against `targets: [batch, seq]`, over the positions `mask` keeps (all when `None`), ready to
 /// backpropagate: the same value and gradients as `lm_loss(head.forward(hidden), targets, mask)`.
-/// A batch whose mask keeps nothing has loss 0 and no gradient.
+/// A batch whose mask keeps nothing has loss 0 and no gradient. With `matmul` (mixed
+/// precision) the head's three products run in that type; softmax, loss and gradients in f32.
 pub fn head_loss<B: AutodiffBackend>(
     head: &PhiLinear<B>,
     hidden: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
     mask: Option<Tensor<B, 2, Bool>>,
+    matmul: Option<FloatDType>,
 ) -> HeadLoss<B> {
     let [batch, seq, d_in] = hidden.dims();
     let rows = batch * seq;
     let hidden = hidden.reshape([rows, d_in]);
     let (weight, bias) = (head.weight.val(), head.bias.val());
+    let hidden_dtype = hidden.dtype();
     let h = hidden.clone().inner();
     let w = weight.clone().inner();
+    let (h, w) = match matmul {
+        Some(dtype) => (h.cast(dtype), w.cast(dtype)),
+        None => (h, w),
+    };
     let bias32 = bias.clone().inner().cast(FloatDType::F32);
     let vocab = w.dims()[1];
     let device = h.device();
@@ -96,7 +103,8 @@ pub fn head_loss<B: AutodiffBackend>(
 
     // `Σ h·∂h` carries `∂h` into the graph; `(s − s)` is exactly 0 in value (a finite number
     // minus itself) and `∂h` in gradient.
-    let carrier = (hidden * Tensor::from_inner(Tensor::cat(hidden_grads, 0)))
+    let hidden_grad = Tensor::cat(hidden_grads, 0).cast(hidden_dtype);
+    let carrier = (hidden * Tensor::from_inner(hidden_grad))
         .sum()
         .cast(FloatDType::F32);
     let loss = carrier.clone() - carrier.detach() + Tensor::from_inner(loss);

@@ -95,7 +95,13 @@ impl<B: AutodiffBackend> Phi<B> {
         let hidden = self
             .hidden_states(batch.inputs, Options::default().with_adapters(adapters))
             .expect("training windows fit the context and adapters match the model: both are checked when training starts");
-        let loss = head_loss(&self.lm_head, hidden, batch.targets, batch.loss_mask);
+        let loss = head_loss(
+            &self.lm_head,
+            hidden,
+            batch.targets,
+            batch.loss_mask,
+            self.matmul_dtype(),
+        );
         let grads = loss.backward();
         let output = LmStepOutput {
             loss: loss.loss,

@@ -9,7 +9,7 @@ pub(super) mod tensor;
 
 use burn::nn::Dropout;
 use burn::prelude::*;
-use burn::tensor::DType;
+use burn::tensor::{DType, FloatDType};
 
 use super::rotary::{PartialRotary, Partners, RotaryAngles};
 
@@ -72,10 +72,50 @@ pub(crate) fn rotary<B: Backend>(
     // One pass over the projection's own `[batch, seq, heads·head_dim]` layout (of which `x`
     // is a view) instead of rotary's slices and concatenations.
     let [batch, heads, seq, head_dim] = x.dims();
-    let flat = x.swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
-    cpu::rotary::apply(flat, head_dim, angles)
-        .reshape([batch, seq, heads, head_dim])
-        .swap_dims(1, 2)
+    let flat = swap_heads_and_positions(x).reshape([batch, seq, heads * head_dim]);
+    swap_heads_and_positions(
+        cpu::rotary::apply(flat, head_dim, angles).reshape([batch, seq, heads, head_dim]),
+    )
+}
+
+/// Key slots GPU backends attend over: the filled ones rounded up to a multiple of this.
+pub(crate) const DECODE_BUCKET: usize = 256;
+
+/// The key slots a cached pass on `B` attends over when `filled` of the cache's `slots` are
+/// filled after it: on GPU backends (`Some`) the filled ones rounded up to a multiple of
+/// [`DECODE_BUCKET`], the rest masked on the device, so that every decode step within a bucket
+/// has the same shapes and launches the same kernels (each new shape is a new kernel,
+/// compilation or autotune run there); on the CPU backend (`None`) exactly the filled ones,
+/// which its kernels read in place.
+pub(crate) fn attended_slots<B: Backend>(filled: usize, slots: usize) -> Option<usize> {
+    if is_cpu::<B>() {
+        return None;
+    }
+    let bucket_end = filled.div_ceil(DECODE_BUCKET) * DECODE_BUCKET;
+    Some(bucket_end.min(slots).max(filled))
+}
+
+/// Slots a KV cache for `capacity` positions allocates per row on `B`: on GPU backends a whole
+/// number of [`DECODE_BUCKET`]s, so attention always reads a whole number of buckets. (cubecl
+/// 0.10's autotune, having tuned a product for 256 keys, launched the same kernel for 202,
+/// which it cannot run: "Rhs dimension n=202 must be a multiple of plane size 8", a panic.)
+pub(crate) fn cache_slots<B: Backend>(capacity: usize) -> usize {
+    if is_cpu::<B>() {
+        capacity
+    } else {
+        capacity.div_ceil(DECODE_BUCKET) * DECODE_BUCKET
+    }
+}
+
+/// The ids of the `k` highest values of each row of `x: [rows, n]`, `[rows, k]`, in no set
+/// order: `argtopk`, a reduction on the device, where the backend has it (the cubecl
+/// backends); a sort on the CPU backend, which has no `argtopk` (burn's generic sort reads the
+/// tensor back to the host, which on a GPU would be a full transfer).
+pub(crate) fn top_indices<B: Backend>(x: Tensor<B, 2>, k: usize) -> Tensor<B, 2, Int> {
+    if is_cpu::<B>() {
+        return x.sort_descending_with_indices(1).1.narrow(1, 0, k);
+    }
+    x.argtopk(k, 1)
 }
 
 /// How the tensor code of rotary reads channel partners on `B`.
@@ -87,10 +127,25 @@ pub(crate) fn rotary_partners<B: Backend>() -> Partners {
     }
 }
 
+/// `t: [batch, n, m, dim]` as `[batch, m, n, dim]` (heads first or positions first):
+/// `swap_dims(1, 2)`, or a reshape when `n` or `m` is 1, as in a decode step, where both orders
+/// are the same memory: GPU backends then get a contiguous tensor, not a strided view that a
+/// later operation copies (a copy kernel per layer and step).
+pub(crate) fn swap_heads_and_positions<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [batch, n, m, dim] = t.dims();
+    if n == 1 || m == 1 {
+        t.reshape([batch, m, n, dim])
+    } else {
+        t.swap_dims(1, 2)
+    }
+}
+
 /// Causal attention of queries `q: [batch, heads, seq, head_dim]` at the last `seq` key slots
 /// over keys and values `[batch, kv_heads, keys, head_dim]`, hiding what `mask`
 /// (`[batch, 1, seq, keys]`, true = hidden) hides when given (else plain causal masking):
-/// `softmax(q·kᵀ·scale)·v`, scores and softmax in f32, heads merged, `[batch, seq, heads·head_dim]`.
+/// `softmax(q·kᵀ·scale)·v`, scores and softmax in f32, heads merged, `[batch, seq, heads·head_dim]`;
+/// the product with `v` in `matmul` when given (mixed precision). The CPU kernels, which run
+/// f32 inference only, compute in f32.
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -98,10 +153,12 @@ pub(crate) fn attention<B: Backend>(
     mask: Option<Tensor<B, 4, Bool>>,
     dropout: &Dropout,
     scale: f64,
+    matmul: Option<FloatDType>,
 ) -> Tensor<B, 3> {
     let [batch, heads, seq, head_dim] = q.dims();
     // Back to `[batch, seq, heads·head_dim]`: for the CPU kernel's input, and the output's layout.
-    let merge = |t: Tensor<B, 4>| t.swap_dims(1, 2).reshape([batch, seq, heads * head_dim]);
+    let merge =
+        |t: Tensor<B, 4>| swap_heads_and_positions(t).reshape([batch, seq, heads * head_dim]);
     if kernels_apply(&q) && seq > 1 {
         return cpu::attention::attention(merge(q), k, v, mask, heads, scale as f32);
     }
@@ -119,7 +176,7 @@ pub(crate) fn attention<B: Backend>(
     {
         return out;
     }
-    merge(tensor::attention(q, k, v, mask, dropout, scale))
+    merge(tensor::attention(q, k, v, mask, dropout, scale, matmul))
 }
 
 /// Cross-entropy rows of the logits `x = products + bias` (`products: [rows, vocab]`, f32, an

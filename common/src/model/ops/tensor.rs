@@ -17,7 +17,8 @@ pub fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x * sigmoid(inner)
 }
 
-/// `[batch, heads, seq, dim]` queries against every key and value `[batch, kv_heads, keys, dim]`.
+/// `[batch, heads, seq, dim]` queries against every key and value `[batch, kv_heads, keys, dim]`;
+/// the product with the values in `matmul` when given.
 pub fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -25,6 +26,7 @@ pub fn attention<B: Backend>(
     mask: Option<Tensor<B, 4, Bool>>,
     dropout: &Dropout,
     scale: f64,
+    matmul: Option<FloatDType>,
 ) -> Tensor<B, 4> {
     let heads = q.dims()[1];
     let (k, v) = (repeat_kv(k, heads), repeat_kv(v, heads));
@@ -44,8 +46,12 @@ pub fn attention<B: Backend>(
         let future = Tensor::<B, 2, Bool>::tril_mask([seq, keys], offset, &scores.device());
         scores = scores.mask_fill(future.reshape([1, 1, seq, keys]), f32::NEG_INFINITY);
     }
-    let probs = dropout.forward(softmax(scores, 3)).cast(value_dtype);
-    probs.matmul(v)
+    let probs = dropout.forward(softmax(scores, 3));
+    match matmul {
+        // Mixed precision: the weighted sum of values in `matmul`, the output in v's type.
+        Some(dtype) => probs.cast(dtype).matmul(v.cast(dtype)).cast(value_dtype),
+        None => probs.cast(value_dtype).matmul(v),
+    }
 }
 
 /// Key/value heads serve `heads / kv_heads` consecutive query heads each.

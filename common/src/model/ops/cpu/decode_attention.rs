@@ -192,7 +192,7 @@ mod tests {
             .unwrap();
         let dropout = burn::nn::DropoutConfig::new(0.0).init();
         let plain =
-            crate::model::ops::tensor::attention(q.clone(), k, v, Some(mask), &dropout, 0.3)
+            crate::model::ops::tensor::attention(q.clone(), k, v, Some(mask), &dropout, 0.3, None)
                 .swap_dims(1, 2)
                 .reshape([3, 1, heads * dim])
                 .into_data()
