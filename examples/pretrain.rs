@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use phi_zoo::backend::{BackendJob, BackendName};
 use phi_zoo::common::train::{LmTrainee, Trainee};
@@ -68,6 +70,10 @@ struct Args {
     /// Where node 0 listens (`HOST:PORT`) and the other nodes connect.
     #[arg(long, default_value = "127.0.0.1:29400")]
     node_address: String,
+    /// Recompute activations in the backward pass instead of keeping them (burn's balanced
+    /// checkpointing): less memory for long sequences and big shapes, more compute.
+    #[arg(long)]
+    checkpointing: bool,
     /// Peak FLOP/s of one device in TFLOP/s, for the MFU metric (default: looked up for the
     /// NVIDIA card `nvidia-smi` names on the cuda backend; none on CPU).
     #[arg(long)]
@@ -90,6 +96,16 @@ impl BackendJob for Pretrain {
     type Output = Result<()>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        if self.args.checkpointing {
+            self.train::<Autodiff<B, BalancedCheckpointing>>(device)
+        } else {
+            self.train::<Autodiff<B>>(device)
+        }
+    }
+}
+
+impl Pretrain {
+    fn train<AB: AutodiffBackend>(self, device: AB::Device) -> Result<()> {
         let Pretrain {
             args,
             recipe,
@@ -130,12 +146,9 @@ impl BackendJob for Pretrain {
                 .map(|e| format!(", resuming after epoch {e}"))
                 .unwrap_or_default()
         );
-        B::seed(&device, run_args.seed);
-        let mut trainee = Trainee::new(
-            recipe
-                .apply_dropout(Phi::<Autodiff<B>>::new(&config, &device).with_matmul_dtype(matmul)),
-            recipe.step_settings(),
-        );
+        AB::seed(&device, run_args.seed);
+        let phi = Phi::<AB>::new(&config, &device).with_matmul_dtype(matmul);
+        let mut trainee = Trainee::new(recipe.apply_dropout(phi), recipe.step_settings());
         if args.nodes > 1 {
             eprintln!(
                 "node {} of {}: joining the run at {}",
@@ -149,7 +162,7 @@ impl BackendJob for Pretrain {
             )?;
             trainee.set_gradient_sync(Some(Arc::new(group)));
         }
-        let devices = phi_zoo::backend::devices_like::<B>(&device, args.devices);
+        let devices = phi_zoo::backend::devices_like::<AB>(&device, args.devices);
         let started = Instant::now();
         let trained = run(
             trainee,

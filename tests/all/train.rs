@@ -430,14 +430,17 @@ fn the_loss_curve_is_drawn_with_axes_in_svg_and_png() {
 }
 
 /// Every float parameter's gradient in `grads`, in the module's order (empty where none).
-fn all_grads<M: burn::module::Module<Train>>(
-    module: &M,
-    grads: &burn::optim::GradientsParams,
-) -> Vec<Vec<f32>> {
+fn all_grads<AB, M>(module: &M, grads: &burn::optim::GradientsParams) -> Vec<Vec<f32>>
+where
+    AB: burn::tensor::backend::AutodiffBackend<InnerBackend = Cpu>,
+    M: burn::module::Module<AB>,
+{
     use burn::module::{ModuleVisitor, Param};
     struct Collect<'a>(&'a burn::optim::GradientsParams, Vec<Vec<f32>>);
-    impl ModuleVisitor<Train> for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Train, D>>) {
+    impl<AB: burn::tensor::backend::AutodiffBackend<InnerBackend = Cpu>> ModuleVisitor<AB>
+        for Collect<'_>
+    {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
             let grad = self
                 .0
                 .get::<Cpu, D>(param.id)
@@ -523,4 +526,46 @@ fn the_fused_head_and_loss_give_the_plain_loss_and_gradients() {
     check("masked", masked.clone(), false);
     check("LoRA, masked", masked, true);
     assert_eq!(check("nothing kept", nothing, false), 0.0);
+}
+
+/// One training step's loss and every gradient on backend `AB` (the fixture, a masked batch).
+fn step_loss_and_grads<AB>() -> (f64, Vec<Vec<f32>>)
+where
+    AB: burn::tensor::backend::AutodiffBackend<InnerBackend = Cpu>,
+{
+    use burn::optim::GradientsParams;
+    use phi_zoo::datasets::{FinetuneSet, SampleStream};
+    let device = Default::default();
+    let phi = fixture::<AB>(&device);
+    let set = FinetuneSet::new(examples(16), 16, 0, 5).unwrap();
+    let (out, grads) = phi.lm_train_step(set.batch::<AB>(0..8, &device), None);
+    let loss = out.loss.into_scalar().elem::<f64>();
+    (
+        loss,
+        all_grads(&phi, &GradientsParams::from_grads(grads, &phi)),
+    )
+}
+
+/// Activation checkpointing (burn's balanced strategy, `pretrain --checkpointing`) recomputes
+/// what the backward pass needs instead of keeping it, with the same loss and gradients.
+#[test]
+fn checkpointed_activations_give_the_same_loss_and_gradients() {
+    use burn::backend::Autodiff;
+    use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+    let (kept_loss, kept) = step_loss_and_grads::<Train>();
+    let (loss, grads) = step_loss_and_grads::<Autodiff<Cpu, BalancedCheckpointing>>();
+    assert!(
+        (loss - kept_loss).abs() <= 1e-6 * kept_loss,
+        "{loss} vs {kept_loss}"
+    );
+    assert_eq!(grads.len(), kept.len());
+    for (i, (g, k)) in grads.iter().zip(&kept).enumerate() {
+        assert_eq!(g.len(), k.len(), "parameter {i}");
+        let scale = k.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let d = g
+            .iter()
+            .zip(k)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(d <= 1e-5 * scale, "parameter {i}: {d} (largest {scale})");
+    }
 }
