@@ -26,8 +26,8 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use clap::Parser;
 use phi_zoo::backend::BackendJob;
-use phi_zoo::common::generation::select::{HostReads, Readback, RowPick, host_reads, pick_tokens};
-use phi_zoo::{Phi, TokenPicker, Variant};
+use phi_zoo::common::generation::select::HostReads;
+use phi_zoo::{Phi, Variant};
 
 #[derive(Parser)]
 #[command(about = "Benchmark Phi prefill and decode")]
@@ -125,9 +125,9 @@ impl BackendJob for Bench<'_> {
         let capacity = args.prompt_tokens + args.new_tokens;
         cli::warm_up(&model, &[1], capacity, &device)?;
         let warm_up = args.new_tokens.min(args.warm_up_decode);
-        run_once(&model, &prompt, warm_up, capacity, &device, &mut |_| {})?;
+        cli::decode_pass(&model, &prompt, warm_up, capacity, &device, &mut |_| {})?;
         let mut marks = Vec::new();
-        let (prefill_s, steps_s) = run_once(
+        let (prefill_s, steps_s) = cli::decode_pass(
             &model,
             &prompt,
             args.new_tokens,
@@ -178,47 +178,6 @@ impl Mark {
             layers: config.num_hidden_layers,
         }
     }
-}
-
-/// Prefills `prompt`, decodes `new_tokens` greedily with a cache of `capacity` slots; returns
-/// the prefill's seconds and each decode step's. Tokens are picked as generation picks them (on
-/// GPU backends only the ids come back). `mark` sees the reads so far after the prefill and
-/// after the last step.
-fn run_once<B: Backend>(
-    model: &Phi<B>,
-    prompt: &[u32],
-    new_tokens: usize,
-    capacity: usize,
-    device: &B::Device,
-    mark: &mut dyn FnMut(HostReads),
-) -> Result<(f64, Vec<f64>)> {
-    let mut picker = TokenPicker::new(None, 1.0, None, 0);
-    let readback = Readback::for_backend::<B>();
-    let mut pick = |logits| {
-        let mut row = [RowPick {
-            picker: &mut picker,
-            history: &[],
-            want_logits: false,
-        }];
-        pick_tokens(logits, &mut row, readback)[0].token
-    };
-    let mut cache = model.new_cache(1, capacity, device);
-    let started = Instant::now();
-    let logits =
-        model.forward_cached_last(model.ids_tensor(&[prompt.to_vec()], device)?, &mut cache)?;
-    let mut next = pick(logits);
-    let prefill_s = started.elapsed().as_secs_f64();
-    mark(host_reads());
-    let mut steps = Vec::with_capacity(new_tokens);
-    for _ in 0..new_tokens {
-        let started = Instant::now();
-        let logits =
-            model.forward_cached_last(model.ids_tensor(&[vec![next]], device)?, &mut cache)?;
-        next = pick(logits);
-        steps.push(started.elapsed().as_secs_f64());
-    }
-    mark(host_reads());
-    Ok((prefill_s, steps))
 }
 
 fn main() -> Result<()> {

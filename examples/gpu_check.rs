@@ -39,9 +39,8 @@ use burn::tensor::{Distribution, FloatDType};
 use clap::{Parser, Subcommand};
 use phi_zoo::backend::{BackendJob, FloatType};
 use phi_zoo::common::LmBatch;
-use phi_zoo::common::generation::select::{Readback, RowPick, pick_tokens};
 use phi_zoo::common::train::{StepSettings, optimizer_step};
-use phi_zoo::{Checkpoint, GenerationConfig, NamedRecipe, Phi, TokenPicker, Variant};
+use phi_zoo::{Checkpoint, GenerationConfig, NamedRecipe, Phi, Variant};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -269,8 +268,15 @@ impl BackendJob for DecodeJob {
             .map(|i| ((i * 7919 + 13) % vocab) as u32)
             .collect();
         // One untimed pass of the same shapes, as examples/bench does.
-        decode_pass(&model, &prompt, 2, capacity, &device)?;
-        let (prefill_s, steps) = decode_pass(&model, &prompt, self.new_tokens, capacity, &device)?;
+        cli::decode_pass(&model, &prompt, 2, capacity, &device, &mut |_| {})?;
+        let (prefill_s, steps) = cli::decode_pass(
+            &model,
+            &prompt,
+            self.new_tokens,
+            capacity,
+            &device,
+            &mut |_| {},
+        )?;
         let mut sorted = steps.clone();
         sorted.sort_by(f64::total_cmp);
         let ms = |s: f64| s * 1e3;
@@ -292,41 +298,6 @@ impl BackendJob for DecodeJob {
         eprintln!("decode {}: {out}", self.config);
         Ok(out)
     }
-}
-
-/// Prefills `prompt` in one pass, then decodes `new_tokens` greedily, picking as generation
-/// does; the prefill's seconds and each step's.
-fn decode_pass<B: Backend>(
-    model: &Phi<B>,
-    prompt: &[u32],
-    new_tokens: usize,
-    capacity: usize,
-    device: &B::Device,
-) -> Result<(f64, Vec<f64>)> {
-    let mut picker = TokenPicker::new(None, 1.0, None, 0);
-    let mut pick = |logits| {
-        let mut row = [RowPick {
-            picker: &mut picker,
-            history: &[],
-            want_logits: false,
-        }];
-        pick_tokens(logits, &mut row, Readback::for_backend::<B>())[0].token
-    };
-    let mut cache = model.new_cache(1, capacity, device);
-    let started = Instant::now();
-    let logits =
-        model.forward_cached_last(model.ids_tensor(&[prompt.to_vec()], device)?, &mut cache)?;
-    let mut next = pick(logits);
-    let prefill_s = started.elapsed().as_secs_f64();
-    let mut steps = Vec::with_capacity(new_tokens);
-    for _ in 0..new_tokens {
-        let started = Instant::now();
-        let logits =
-            model.forward_cached_last(model.ids_tensor(&[vec![next]], device)?, &mut cache)?;
-        next = pick(logits);
-        steps.push(started.elapsed().as_secs_f64());
-    }
-    Ok((prefill_s, steps))
 }
 
 struct TrainJob {

@@ -44,6 +44,48 @@ pub fn warm_up<B: burn::prelude::Backend>(
     Ok(())
 }
 
+/// The timed pass of `bench` and `gpu_check`: prefills `prompt`, decodes `new_tokens` greedily with a cache of `capacity` slots; returns
+/// the prefill's seconds and each decode step's. Tokens are picked as generation picks them (on
+/// GPU backends only the ids come back). `mark` sees the reads so far after the prefill and
+/// after the last step.
+pub fn decode_pass<B: burn::prelude::Backend>(
+    model: &phi_zoo::Phi<B>,
+    prompt: &[u32],
+    new_tokens: usize,
+    capacity: usize,
+    device: &B::Device,
+    mark: &mut dyn FnMut(phi_zoo::common::generation::select::HostReads),
+) -> Result<(f64, Vec<f64>)> {
+    use phi_zoo::common::generation::select::{Readback, RowPick, host_reads, pick_tokens};
+    let mut picker = phi_zoo::TokenPicker::new(None, 1.0, None, 0);
+    let readback = Readback::for_backend::<B>();
+    let mut pick = |logits| {
+        let mut row = [RowPick {
+            picker: &mut picker,
+            history: &[],
+            want_logits: false,
+        }];
+        pick_tokens(logits, &mut row, readback)[0].token
+    };
+    let mut cache = model.new_cache(1, capacity, device);
+    let started = std::time::Instant::now();
+    let logits =
+        model.forward_cached_last(model.ids_tensor(&[prompt.to_vec()], device)?, &mut cache)?;
+    let mut next = pick(logits);
+    let prefill_s = started.elapsed().as_secs_f64();
+    mark(host_reads());
+    let mut steps = Vec::with_capacity(new_tokens);
+    for _ in 0..new_tokens {
+        let started = std::time::Instant::now();
+        let logits =
+            model.forward_cached_last(model.ids_tensor(&[vec![next]], device)?, &mut cache)?;
+        next = pick(logits);
+        steps.push(started.elapsed().as_secs_f64());
+    }
+    mark(host_reads());
+    Ok((prefill_s, steps))
+}
+
 /// Which model: `--model`, `--revision`, `--tokenizer`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {

@@ -507,25 +507,30 @@ fn the_fused_head_and_loss_give_the_plain_loss_and_gradients() {
             ),
         };
         assert!(!fused_grads.is_empty());
-        assert_eq!(fused_grads.len(), plain_grads.len());
-        for (i, (f, p)) in fused_grads.iter().zip(&plain_grads).enumerate() {
-            assert_eq!(f.len(), p.len(), "{what}: parameter {i}");
-            let scale = p.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let d = f
-                .iter()
-                .zip(p)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                d <= 1e-5 * scale,
-                "{what}: parameter {i}: {d} (largest {scale})"
-            );
-        }
+        assert_grads_match(what, &fused_grads, &plain_grads);
         fused_loss
     };
     check("unmasked", unmasked, false);
     check("masked", masked.clone(), false);
     check("LoRA, masked", masked, true);
     assert_eq!(check("nothing kept", nothing, false), 0.0);
+}
+
+/// Every parameter's gradient in `got` within 1e-5 of that parameter's largest in `expected`.
+fn assert_grads_match(what: &str, got: &[Vec<f32>], expected: &[Vec<f32>]) {
+    assert_eq!(got.len(), expected.len(), "{what}: parameters");
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(g.len(), e.len(), "{what}: parameter {i}");
+        let scale = e.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let d = g
+            .iter()
+            .zip(e)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            d <= 1e-5 * scale,
+            "{what}: parameter {i}: {d} (largest {scale})"
+        );
+    }
 }
 
 /// One training step's loss and every gradient on backend `AB` (the fixture, a masked batch).
@@ -558,14 +563,5 @@ fn checkpointed_activations_give_the_same_loss_and_gradients() {
         (loss - kept_loss).abs() <= 1e-6 * kept_loss,
         "{loss} vs {kept_loss}"
     );
-    assert_eq!(grads.len(), kept.len());
-    for (i, (g, k)) in grads.iter().zip(&kept).enumerate() {
-        assert_eq!(g.len(), k.len(), "parameter {i}");
-        let scale = k.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let d = g
-            .iter()
-            .zip(k)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(d <= 1e-5 * scale, "parameter {i}: {d} (largest {scale})");
-    }
+    assert_grads_match("checkpointed", &grads, &kept);
 }
