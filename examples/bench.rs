@@ -92,14 +92,14 @@ impl BackendJob for Bench<'_> {
         let args = self.args;
         let started = Instant::now();
         let model: Phi<B> = match &args.model {
-            Some(dir) => phi_zoo::open_model(dir, None)?.load(&device)?,
+            Some(dir) => phi_zoo::open_model(dir, None)?.load_as(&device, args.device.weights())?,
             None => {
                 let mut config = args.config.config();
                 if let Some(context) = args.context {
                     config.max_position_embeddings = context;
                     config.validate("--context")?;
                 }
-                Phi::new(&config, &device)
+                Phi::new_as(&config, &device, args.device.weights())?
             }
         };
         B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"))?;

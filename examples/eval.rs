@@ -113,10 +113,10 @@ impl BackendJob for Eval {
             tokenizer,
         } = self;
         let phi: Phi<B> = match &checkpoint {
-            Some(checkpoint) => checkpoint.load(&device)?,
+            Some(checkpoint) => checkpoint.load_as(&device, args.device.weights())?,
             None => {
                 B::seed(&device, args.seed);
-                Phi::new(&Variant::Tiny.config(), &device)
+                Phi::new_as(&Variant::Tiny.config(), &device, args.device.weights())?
             }
         };
         let settings = EvalSettings {

@@ -74,7 +74,9 @@ impl BackendJob for Generate<'_> {
     type Output = Result<serde_json::Value>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let args = self.args;
-        let model = self.checkpoint.load::<B>(&device)?;
+        let model = self
+            .checkpoint
+            .load_as::<B>(&device, args.device.weights())?;
         let config = GenerationConfig {
             max_new_tokens: args.max_new_tokens,
             sampling: (!args.greedy).then_some(Sampling {

@@ -37,7 +37,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, FloatDType};
 use clap::{Parser, Subcommand};
-use phi_zoo::backend::{BackendJob, FloatType};
+use phi_zoo::WeightFormat;
+use phi_zoo::backend::BackendJob;
 use phi_zoo::common::LmBatch;
 use phi_zoo::common::train::{StepSettings, optimizer_step};
 use phi_zoo::{Checkpoint, GenerationConfig, NamedRecipe, Phi, Variant};
@@ -93,13 +94,14 @@ enum Phase {
 }
 
 /// The tolerances parity is held to, by float type: f32 runs as TF32 in CUDA's matmuls
-/// (5.5e-3 seen on an H200); f16 and bf16 are twice the error the CPU backend makes on the same
-/// fixtures in that type (`gpu_check parity --backend flex --dtype f16|bf16`).
-fn tolerance(dtype: FloatType) -> f32 {
+/// (5.5e-3 seen on an H200); f16 and bf16 are twice the error the CPU backend made on the same
+/// fixtures computing in that type throughout (its default dtype set to it, at commit
+/// `31050b9`; the CPU now keeps f16 and bf16 as packed weights and computes in f32).
+fn tolerance(dtype: WeightFormat) -> f32 {
     match dtype {
-        FloatType::F32 => 1e-2,
-        FloatType::F16 => 2.0 * CPU_F16_ERROR,
-        FloatType::Bf16 => 2.0 * CPU_BF16_ERROR,
+        WeightFormat::F16 => 2.0 * CPU_F16_ERROR,
+        WeightFormat::Bf16 => 2.0 * CPU_BF16_ERROR,
+        _ => 1e-2,
     }
 }
 
@@ -159,7 +161,10 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 struct ParityJob<'a> {
     fixtures: &'a Path,
-    dtype: FloatType,
+    /// The `--dtype`: the compute type on GPU backends.
+    dtype: WeightFormat,
+    /// How the linear weights are stored (packed on the CPU backend).
+    weights: WeightFormat,
 }
 
 impl BackendJob for ParityJob<'_> {
@@ -182,7 +187,7 @@ impl BackendJob for ParityJob<'_> {
                 .to_string_lossy()
                 .to_string();
             let reference = Reference::load(&dir)?;
-            let model = Checkpoint::open(dir.join("v3"))?.load::<B>(&device)?;
+            let model = Checkpoint::open(dir.join("v3"))?.load_as::<B>(&device, self.weights)?;
             let full: Vec<f32> = model
                 .forward_ids(&reference.ids, &device)?
                 .into_data()
@@ -243,6 +248,7 @@ impl BackendJob for ParityJob<'_> {
 
 struct DecodeJob {
     config: Variant,
+    weights: WeightFormat,
     prompt_tokens: usize,
     new_tokens: usize,
     context: usize,
@@ -257,7 +263,7 @@ impl BackendJob for DecodeJob {
             bail!("--prompt-tokens + --new-tokens exceed --context {capacity}");
         }
         let started = Instant::now();
-        let model = Phi::<B>::new(&config, &device);
+        let model = Phi::<B>::new_as(&config, &device, self.weights)?;
         B::sync(&device).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let load_s = started.elapsed().as_secs_f64();
         let started = Instant::now();
@@ -399,6 +405,7 @@ fn main() -> Result<()> {
         Phase::Parity { fixtures } => args.device.run(ParityJob {
             fixtures: &fixtures,
             dtype: args.device.dtype,
+            weights: args.device.weights(),
         })??,
         Phase::Decode {
             config,
@@ -407,6 +414,7 @@ fn main() -> Result<()> {
             context,
         } => args.device.run(DecodeJob {
             config,
+            weights: args.device.weights(),
             prompt_tokens,
             new_tokens,
             context,

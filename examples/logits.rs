@@ -51,12 +51,13 @@ fn parse_ids(text: &str) -> Result<Vec<Vec<u32>>> {
 struct Logits<'a> {
     checkpoint: &'a Checkpoint,
     rows: &'a [Vec<u32>],
+    weights: phi_zoo::WeightFormat,
 }
 
 impl BackendJob for Logits<'_> {
     type Output = Result<Vec<Vec<Vec<f32>>>>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let model = self.checkpoint.load::<B>(&device)?;
+        let model = self.checkpoint.load_as::<B>(&device, self.weights)?;
         let logits = model.forward_ids(self.rows, &device)?;
         let [_, seq, vocab] = logits.dims();
         let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
@@ -82,6 +83,7 @@ fn main() -> Result<()> {
     let logits = args.device.run(Logits {
         checkpoint: &checkpoint,
         rows: &rows,
+        weights: args.device.weights(),
     })??;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer(&mut out, &serde_json::json!({ "logits": logits }))?;

@@ -77,9 +77,10 @@ struct Serve<'a> {
 impl BackendJob for Serve<'_> {
     type Output = Result<()>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let weights = self.args.device.weights();
         let model = match self.checkpoint {
-            Some(checkpoint) => checkpoint.load::<B>(&device)?,
-            None => Phi::new(&Variant::Tiny.config(), &device),
+            Some(checkpoint) => checkpoint.load_as::<B>(&device, weights)?,
+            None => Phi::new_as(&Variant::Tiny.config(), &device, weights)?,
         };
         // The engine's batches run from one row to `max_batch`: those two sizes are warmed.
         let context = model.config().max_position_embeddings;

@@ -18,10 +18,10 @@ pub use phi_zoo_common as common;
 pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
 pub use phi_zoo_common::{
     AdaptedPhi, Adapters, Checkpoint, ConfigDialect, Generated, GeneratedText, GenerationConfig,
-    Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options, ParamSource, Phi,
-    PhiAdapters, PhiConfig, PhiError, PhiLinear, PhiTokenizer, Projection, Result, Sampling,
-    ShapeMismatch, StopReason, TextStream, TokenPicker, generate, generate_batch,
-    generate_batch_until, generate_text, warm_up_decode,
+    Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options, PackedWeight,
+    ParamSource, Phi, PhiAdapters, PhiConfig, PhiError, PhiLinear, PhiTokenizer, Projection,
+    Result, Sampling, ShapeMismatch, StopReason, TextStream, TokenPicker, WeightFormat, generate,
+    generate_batch, generate_batch_until, generate_text, warm_up_decode,
 };
 pub use phi_zoo_datasets as datasets;
 pub use phi_zoo_phi1 as phi1;

@@ -30,8 +30,8 @@ pub use generation::{
 };
 pub use lora::{LoraConfig, LoraTarget, PhiAdapters};
 pub use model::{
-    AdaptedPhi, Adapters, Input, KvCache, LanguageModel, Options, ParamSource, Phi, PhiLinear,
-    PhiModel, Projection,
+    AdaptedPhi, Adapters, Input, KvCache, LanguageModel, Options, PackedWeight, ParamSource, Phi,
+    PhiLinear, PhiModel, Projection, WeightFormat,
 };
 pub use tokenizer::PhiTokenizer;
 #[cfg(feature = "train")]

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use phi_zoo::backend::{BackendJob, BackendName, FloatType, run_on};
+use phi_zoo::common::model::WeightFormat;
 use phi_zoo::{Checkpoint, PhiTokenizer};
 
 /// The text `phi` generates after `prompt` (no stop strings, nothing streamed).
@@ -133,16 +134,39 @@ pub struct DeviceArgs {
     /// flex (cpu), wgpu or cuda (the last two when compiled in with `--features`).
     #[arg(long, default_value = "flex")]
     pub backend: BackendName,
-    /// f32, f16 or bf16 (training: bf16 is mixed precision, products in bf16 and f32 master
-    /// weights).
+    /// f32, f16, bf16, q8_0 or q4_0. On the CPU backend the linear layers' weights are stored
+    /// so (packed, computed in f32); on GPU backends f16 and bf16 are the compute type. In
+    /// training bf16 is mixed precision (products in bf16, f32 master weights).
     #[arg(long, default_value = "f32")]
-    pub dtype: FloatType,
+    pub dtype: WeightFormat,
 }
 
 impl DeviceArgs {
+    /// The backend's float type: f32 on the CPU backend (packed weights are read as f32), the
+    /// `--dtype` on GPU backends.
+    pub fn float_type(&self) -> Result<FloatType> {
+        Ok(match (self.backend, self.dtype) {
+            (BackendName::Flex, _) | (_, WeightFormat::F32) => FloatType::F32,
+            (_, WeightFormat::F16) => FloatType::F16,
+            (_, WeightFormat::Bf16) => FloatType::Bf16,
+            (backend, format) => {
+                anyhow::bail!("{format} weights run on the CPU backend (flex), not on {backend:?}")
+            }
+        })
+    }
+
+    /// How the linear layers' weights are stored: `--dtype` on the CPU backend, the backend's
+    /// own float tensors (f32 format) on GPU backends.
+    pub fn weights(&self) -> WeightFormat {
+        match self.backend {
+            BackendName::Flex => self.dtype,
+            _ => WeightFormat::F32,
+        }
+    }
+
     /// Runs `job` on the chosen backend and float type.
     pub fn run<J: BackendJob>(&self, job: J) -> Result<J::Output> {
-        Ok(run_on(self.backend, self.dtype, job)?)
+        Ok(run_on(self.backend, self.float_type()?, job)?)
     }
 
     /// What training runs in: the device arguments to run on (f32 parameters always) and the
@@ -150,18 +174,21 @@ impl DeviceArgs {
     /// gradients, optimizer state and loss, products in bf16 (`Phi::with_matmul_dtype`).
     pub fn for_training(&self) -> Result<(DeviceArgs, Option<burn::tensor::FloatDType>)> {
         let matmul = match self.dtype {
-            FloatType::F32 => None,
-            FloatType::Bf16 if self.backend == BackendName::Wgpu => {
+            WeightFormat::F32 => None,
+            WeightFormat::Bf16 if self.backend == BackendName::Wgpu => {
                 anyhow::bail!("wgpu has no bf16 arithmetic: train in f32 there")
             }
-            FloatType::Bf16 => Some(burn::tensor::FloatDType::BF16),
-            FloatType::F16 => anyhow::bail!(
+            WeightFormat::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            WeightFormat::F16 => anyhow::bail!(
                 "training in f16 needs loss scaling, which phi-zoo does not do: use --dtype bf16 \
                  (mixed precision, f32 master weights) or f32"
             ),
+            format @ (WeightFormat::Q8_0 | WeightFormat::Q4_0) => {
+                anyhow::bail!("{format} weights are for inference: train in f32 or bf16")
+            }
         };
         let run_on = DeviceArgs {
-            dtype: FloatType::F32,
+            dtype: WeightFormat::F32,
             ..*self
         };
         Ok((run_on, matmul))

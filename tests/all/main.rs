@@ -20,6 +20,7 @@ mod hostile_inputs;
 #[cfg(feature = "hub")]
 mod hub;
 mod llm_proxy;
+mod packed;
 mod parity;
 mod quality_filter;
 mod recipes;

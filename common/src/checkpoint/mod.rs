@@ -32,7 +32,7 @@ pub(crate) use weight_file::WeightFile;
 
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result, ShapeMismatch};
-use crate::model::{HfParam, Leaf, ParamSource, Part, Phi, PhiLinear, hf_params};
+use crate::model::{HfParam, Leaf, ParamSource, Part, Phi, PhiLinear, WeightFormat, hf_params};
 
 /// An opened, checked checkpoint: config, files, layout, and where each parameter lives.
 pub struct Checkpoint {
@@ -257,11 +257,20 @@ impl Checkpoint {
 
     /// Builds the model on `device`, in the backend's float type.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Phi<B>> {
+        self.load_as(device, WeightFormat::F32)
+    }
+
+    /// Builds the model on `device` with every linear layer's weight (the projections and the
+    /// LM head) in `format`: f16, bf16, `Q8_0` or `Q4_0` weights are packed as each is read, so
+    /// memory never holds the f32 model (CPU backend; f32 is `load`). Embeddings and norms are
+    /// kept in the backend's float type.
+    pub fn load_as<B: Backend>(&self, device: &B::Device, format: WeightFormat) -> Result<Phi<B>> {
         Phi::build(
             &self.config,
             &mut CheckpointParams {
                 checkpoint: self,
                 device: device.clone(),
+                format,
             },
         )
     }
@@ -362,6 +371,7 @@ fn check_index(
 struct CheckpointParams<'a, B: Backend> {
     checkpoint: &'a Checkpoint,
     device: B::Device,
+    format: WeightFormat,
 }
 
 impl<B: Backend> CheckpointParams<'_, B> {
@@ -382,12 +392,17 @@ impl<B: Backend> ParamSource<B> for CheckpointParams<'_, B> {
     fn linear(&mut self, part: Part, d_in: usize, d_out: usize) -> Result<PhiLinear<B>> {
         // The load plan has checked the stored shape is [d_out, d_in].
         let (weight, _) = self.checkpoint.read(part, Leaf::Weight)?;
-        Ok(PhiLinear::from_hf(
-            weight,
-            [d_out, d_in],
-            self.tensor(part, Leaf::Bias)?,
-            &self.device,
-        ))
+        let bias = self.tensor(part, Leaf::Bias)?;
+        if self.format == WeightFormat::F32 {
+            return Ok(PhiLinear::from_hf(
+                weight,
+                [d_out, d_in],
+                bias,
+                &self.device,
+            ));
+        }
+        PhiLinear::packed_from_hf(&weight, [d_out, d_in], self.format, bias, &self.device)
+            .map_err(|e| PhiError::Input(format!("{}.weight: {e}", part.v3_module())))
     }
 
     fn layer_norm(&mut self, part: Part, dim: usize, eps: f64) -> Result<LayerNorm<B>> {

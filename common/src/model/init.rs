@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 use super::linear::PhiLinear;
+use super::packed::WeightFormat;
 use super::params::{ParamSource, Part};
 use crate::error::Result;
 
@@ -14,12 +15,17 @@ use crate::error::Result;
 pub struct FreshInit<B: Backend> {
     device: B::Device,
     std: f64,
+    format: WeightFormat,
 }
 
 impl<B: Backend> FreshInit<B> {
-    /// On `device`, weights normal(0, `std`).
-    pub fn new(device: B::Device, std: f64) -> Self {
-        Self { device, std }
+    /// On `device`, weights normal(0, `std`), linear weights in `format`.
+    pub fn new(device: B::Device, std: f64, format: WeightFormat) -> Self {
+        Self {
+            device,
+            std,
+            format,
+        }
     }
 }
 
@@ -29,7 +35,7 @@ impl<B: Backend> ParamSource<B> for FreshInit<B> {
     }
 
     fn linear(&mut self, _: Part, d_in: usize, d_out: usize) -> Result<PhiLinear<B>> {
-        Ok(PhiLinear::fresh(d_in, d_out, self.std, &self.device))
+        PhiLinear::fresh(d_in, d_out, self.std, &self.device).into_format(self.format)
     }
 
     fn layer_norm(&mut self, _: Part, dim: usize, eps: f64) -> Result<LayerNorm<B>> {

@@ -7,13 +7,21 @@
 //! (`forward_2d`). GPU backends hold burn's own `[in, out]` order, transposed on the host at load:
 //! with burn 0.21's fusion on wgpu, a one-row matmul against a transposed weight view is wrong,
 //! and GPU matmuls gain nothing from the view.
+//!
+//! For inference on the CPU a weight can instead be packed (f16, bf16, `Q8_0`, `Q4_0`:
+//! `model::packed`): decode steps then read the packed bytes in place (`ops::packed_few_rows`),
+//! and longer inputs multiply by the f32 weight it dequantizes to, for that call only.
 
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, Distribution, FloatDType};
 
+use std::sync::Arc;
+
 use super::ops;
+use super::packed::{PackedWeight, WeightFormat};
+use crate::error::{PhiError, Result};
 
 /// At most this many rows (batch × new tokens) count as "few": a decode step, a small batch.
 const FEW_ROWS: usize = 32;
@@ -27,10 +35,14 @@ const WEIGHT_BLOCKS: usize = 4;
 /// A linear layer with bias, as every projection of Phi is.
 #[derive(Module, Debug)]
 pub struct PhiLinear<B: Backend> {
-    /// `W` as burn's `[in, out]` (a view of `[out, in]` memory on CPU backends).
+    /// `W` as burn's `[in, out]` (a view of `[out, in]` memory on CPU backends); empty when the
+    /// weight is `packed`.
     pub weight: Param<Tensor<B, 2>>,
     /// `b`, `[out]`.
     pub bias: Param<Tensor<B, 1>>,
+    /// The weight packed for CPU inference, when it is (not saved in burn records, not trained).
+    #[module(skip)]
+    pub packed: Option<Arc<PackedWeight>>,
 }
 
 impl<B: Backend> PhiLinear<B> {
@@ -50,6 +62,7 @@ impl<B: Backend> PhiLinear<B> {
         Self {
             weight: Param::from_tensor(weight),
             bias: Param::from_tensor(bias),
+            packed: None,
         }
     }
 
@@ -66,6 +79,7 @@ impl<B: Backend> PhiLinear<B> {
         Self {
             weight: Param::from_tensor(weight),
             bias: Param::from_tensor(Tensor::zeros([d_out], device)),
+            packed: None,
         }
     }
 
@@ -74,21 +88,104 @@ impl<B: Backend> PhiLinear<B> {
         Self {
             weight: Param::from_tensor(weight_out_in.transpose()),
             bias: Param::from_tensor(bias),
+            packed: None,
         }
+    }
+
+    /// A layer whose weight is packed (for inference on the CPU backend).
+    pub fn from_packed(weight: PackedWeight, bias: Tensor<B, 1>, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::empty([0, 0], device)),
+            bias: Param::from_tensor(bias),
+            packed: Some(Arc::new(weight)),
+        }
+    }
+
+    /// From transformers' `[out, in]` weight values, packed in `format` (CPU backend).
+    pub fn packed_from_hf(
+        weight: &[f32],
+        [d_out, d_in]: [usize; 2],
+        format: WeightFormat,
+        bias: Tensor<B, 1>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        if !ops::is_cpu::<B>() {
+            return Err(PhiError::Input(format!(
+                "{format} weights run on the CPU backend (flex), not on a GPU backend"
+            )));
+        }
+        let packed = PackedWeight::pack(weight, [d_out, d_in], format)?;
+        Ok(Self::from_packed(packed, bias, device))
+    }
+
+    /// The same layer with its weight in `format` (f32: a plain tensor again).
+    pub fn into_format(self, format: WeightFormat) -> Result<Self> {
+        if format == self.format() {
+            return Ok(self);
+        }
+        let device = self.bias.val().device();
+        let [d_in, d_out] = self.dims();
+        let values: Vec<f32> = self
+            .weight_out_in()
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("converted to f32 just above");
+        let bias = self.bias.val();
+        if format == WeightFormat::F32 {
+            return Ok(Self::from_hf(values, [d_out, d_in], bias, &device));
+        }
+        Self::packed_from_hf(&values, [d_out, d_in], format, bias, &device)
+    }
+
+    /// How the weight is stored.
+    pub fn format(&self) -> WeightFormat {
+        self.packed
+            .as_ref()
+            .map_or(WeightFormat::F32, |p| p.format())
     }
 
     /// `[in, out]`: the widths of its input and output.
     pub fn dims(&self) -> [usize; 2] {
-        self.weight.shape().dims::<2>()
+        match &self.packed {
+            Some(packed) => {
+                let [d_out, d_in] = packed.dims();
+                [d_in, d_out]
+            }
+            None => self.weight.shape().dims::<2>(),
+        }
     }
 
-    /// The weight as transformers stores it, `[out, in]`.
+    /// The weight as transformers stores it, `[out, in]` (dequantized when packed).
     pub fn weight_out_in(&self) -> Tensor<B, 2> {
-        self.weight.val().transpose()
+        match &self.packed {
+            Some(packed) => self.unpacked(packed).weight.val().transpose(),
+            None => self.weight.val().transpose(),
+        }
     }
 
-    /// The same layer with `delta` (`[in, out]`) added to its weight, keeping the layout.
+    /// The f32 layer a packed weight stands for (the weight dequantized, in the backend's
+    /// layout), for products the packed kernel does not cover.
+    fn unpacked(&self, packed: &PackedWeight) -> Self {
+        Self::from_hf(
+            packed.dequantize(),
+            packed.dims(),
+            self.bias.val(),
+            &self.bias.val().device(),
+        )
+    }
+
+    /// The same layer with `delta` (`[in, out]`) added to its weight, keeping the layout (a
+    /// packed weight is dequantized first, and stays f32).
     pub fn with_weight_delta(self, delta: Tensor<B, 2>) -> Self {
+        let this = match &self.packed {
+            Some(packed) => self.unpacked(packed),
+            None => self,
+        };
+        this.with_weight_delta_f32(delta)
+    }
+
+    fn with_weight_delta_f32(self, delta: Tensor<B, 2>) -> Self {
         let weight = self.weight.val();
         let delta = delta.cast(weight.dtype());
         let merged = if ops::is_cpu::<B>() {
@@ -100,6 +197,7 @@ impl<B: Backend> PhiLinear<B> {
         Self {
             weight: Param::from_tensor(merged),
             bias: self.bias,
+            packed: None,
         }
     }
 
@@ -138,6 +236,16 @@ impl<B: Backend> PhiLinear<B> {
     /// `x: [rows, in]` → `[rows, out]`.
     pub fn forward_2d(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [rows, d_in] = x.dims();
+        if let Some(packed) = &self.packed {
+            // Up to 32 rows (decode steps, batches of them) read the packed weight in place;
+            // prefill multiplies by the dequantized f32 weight, which lives for this call.
+            if rows <= FEW_ROWS
+                && let Some(y) = ops::packed_few_rows(&x, packed, self.bias.val())
+            {
+                return y;
+            }
+            return self.unpacked(packed).forward_2d(x);
+        }
         let d_out = self.weight.shape().dims::<2>()[1];
         if rows > FEW_ROWS || !d_out.is_multiple_of(WEIGHT_BLOCKS) || !ops::is_cpu::<B>() {
             return linear(x, self.weight.val(), Some(self.bias.val()));

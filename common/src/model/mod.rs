@@ -11,6 +11,7 @@ mod cache;
 mod init;
 mod linear;
 pub(crate) mod ops;
+pub mod packed;
 mod params;
 mod positions;
 #[doc(hidden)]
@@ -26,6 +27,7 @@ pub use block::{PhiAttention, PhiDecoderLayer, PhiMlp};
 pub use cache::KvCache;
 pub(crate) use init::FreshInit;
 pub use linear::PhiLinear;
+pub use packed::{PackedWeight, WeightFormat};
 pub(crate) use params::{HfParam, hf_params};
 pub use params::{Leaf, ParamSource, Part};
 pub use rotary::PartialRotary;
@@ -133,8 +135,34 @@ impl<B: Backend> Phi<B> {
     /// A freshly initialised model, as transformers initialises one: normal(0, 0.02) weights,
     /// zero biases, unit LayerNorms.
     pub fn new(config: &PhiConfig, device: &B::Device) -> Self {
-        let mut source = FreshInit::new(device.clone(), 0.02);
+        let mut source = FreshInit::new(device.clone(), 0.02, WeightFormat::F32);
         Self::build(config, &mut source).expect("fresh initialisation cannot fail")
+    }
+
+    /// `new` with every linear layer's weight in `format` (packed formats: the CPU backend;
+    /// each layer is packed as it is drawn).
+    pub fn new_as(config: &PhiConfig, device: &B::Device, format: WeightFormat) -> Result<Self> {
+        let mut source = FreshInit::new(device.clone(), 0.02, format);
+        Self::build(config, &mut source)
+    }
+
+    /// The same model with every linear layer's weight (the projections and the LM head) in
+    /// `format`, for inference: f16, bf16, `Q8_0` or `Q4_0` packed for the CPU backend's
+    /// kernels, or f32 again. Embeddings and norms keep the backend's float type.
+    pub fn with_weight_format(mut self, format: WeightFormat) -> Result<Self> {
+        for layer in &mut self.model.layers {
+            for projection in Projection::ALL {
+                let linear = layer.projection_mut(projection);
+                *linear = linear.clone().into_format(format)?;
+            }
+        }
+        self.lm_head = self.lm_head.into_format(format)?;
+        Ok(self)
+    }
+
+    /// How the linear layers' weights are stored (the LM head's format).
+    pub fn weight_format(&self) -> WeightFormat {
+        self.lm_head.format()
     }
 
     /// Builds the model, asking `source` for every parameter in turn.

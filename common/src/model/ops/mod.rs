@@ -51,6 +51,25 @@ pub(crate) fn few_rows_linear<B: Backend>(
     }
 }
 
+/// `x·Wᵀ + b` for `x: [rows, in]` and a packed weight, when the CPU kernel applies (`None`:
+/// the caller multiplies by the dequantized weight).
+pub(crate) fn packed_few_rows<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &super::packed::PackedWeight,
+    bias: Tensor<B, 1>,
+) -> Option<Tensor<B, 2>> {
+    if !kernels_apply(x) || bias.dtype() != DType::F32 {
+        return None;
+    }
+    #[cfg(feature = "flex")]
+    return Some(cpu::packed::linear(x.clone(), weight, bias));
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, bias);
+        None
+    }
+}
+
 /// `gelu_new`, elementwise.
 pub(crate) fn gelu_new<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if kernels_apply(&x) {

@@ -9,6 +9,10 @@
 //! parallel. Each (output, row) dot product is the same sequence of operations whatever the
 //! number of rows or the tile it falls in, so a row's result does not depend on the batch it is
 //! in: batched decoding gives what decoding alone gives, bit for bit.
+//!
+//! The weight's values come through [`WeightRows`]: f32 memory, or a packed format
+//! (`ops/cpu/packed.rs`) dequantized eight values at a time into the same registers, so a
+//! product over packed weights is the f32 product over their dequantized values, bit for bit.
 
 use burn::prelude::*;
 use rayon::prelude::*;
@@ -17,6 +21,68 @@ use super::{LANES, sum_lanes};
 
 /// Output rows per parallel task: a few tasks per thread, and each weight block read once.
 const OUTPUTS_PER_TASK: usize = 64;
+
+/// Where a tile reads output row `o`'s weight values (`d_in` of them per row).
+pub(crate) trait WeightRows: Sync {
+    /// Output rows.
+    fn outputs(&self) -> usize;
+    /// Values `i..i + LANES` of row `o` (`i + LANES <= d_in`).
+    fn lanes(&self, o: usize, i: usize) -> [f32; LANES];
+    /// Value `k` of row `o`.
+    fn value(&self, o: usize, k: usize) -> f32;
+    /// `lanes` in an AVX2 register.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C, and `i + LANES <= d_in`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn lanes_avx2(&self, o: usize, i: usize) -> std::arch::x86_64::__m256;
+    /// The same rows from output `first` on.
+    fn starting_at(&self, first: usize) -> Self
+    where
+        Self: Sized;
+}
+
+/// Rows of f32 memory, `d_in` values each.
+#[derive(Clone, Copy)]
+pub(crate) struct F32Rows<'a> {
+    pub w: &'a [f32],
+    pub d_in: usize,
+}
+
+impl WeightRows for F32Rows<'_> {
+    fn outputs(&self) -> usize {
+        self.w.len() / self.d_in
+    }
+
+    #[inline]
+    fn lanes(&self, o: usize, i: usize) -> [f32; LANES] {
+        self.w[o * self.d_in + i..][..LANES]
+            .try_into()
+            .expect("LANES values")
+    }
+
+    #[inline]
+    fn value(&self, o: usize, k: usize) -> f32 {
+        self.w[o * self.d_in + k]
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn lanes_avx2(&self, o: usize, i: usize) -> std::arch::x86_64::__m256 {
+        let at = o * self.d_in + i;
+        assert!(at + LANES <= self.w.len());
+        // SAFETY: in bounds (asserted); AVX2 is the caller's promise.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(self.w.as_ptr().add(at)) }
+    }
+
+    fn starting_at(&self, first: usize) -> Self {
+        Self {
+            w: &self.w[first * self.d_in..],
+            d_in: self.d_in,
+        }
+    }
+}
 
 /// `x·W + b` with `weight` burn's `[in, out]` view of `[out, in]` memory (`PhiLinear`'s CPU
 /// layout); `None` when the tensors are not laid out so (the caller takes the generic path).
@@ -37,14 +103,29 @@ pub(crate) fn linear<B: Backend>(
     let w = &weight.storage::<f32>()[start..start + d_out * d_in];
     let x = super::host_f32(x);
     let b = super::host_f32(bias);
+    let y = rows_times(F32Rows { w, d_in }, &x, rows, d_in, &b);
+    Some(Tensor::from_data(
+        TensorData::new(y, [rows, d_out]),
+        &device,
+    ))
+}
+
+/// `x·Wᵀ + b` for `x`: `rows × d_in` and `w`'s output rows, `[rows, outputs]`, the outputs in
+/// parallel blocks.
+pub(crate) fn rows_times<W: WeightRows>(
+    w: W,
+    x: &[f32],
+    rows: usize,
+    d_in: usize,
+    b: &[f32],
+) -> Vec<f32> {
+    let d_out = w.outputs();
     let mut y_t = vec![0.0f32; d_out * rows];
     y_t.par_chunks_mut(OUTPUTS_PER_TASK * rows)
         .enumerate()
         .for_each(|(task, out)| {
             let first = task * OUTPUTS_PER_TASK;
-            let outputs = out.len() / rows;
-            let w = &w[first * d_in..(first + outputs) * d_in];
-            products(w, &x, rows, d_in, out);
+            products(&w.starting_at(first), x, rows, d_in, out);
             for (o, values) in out.chunks_mut(rows).enumerate() {
                 values.iter_mut().for_each(|v| *v += b[first + o]);
             }
@@ -56,17 +137,17 @@ pub(crate) fn linear<B: Backend>(
             y[r * d_out + o] = v;
         }
     }
-    Some(Tensor::from_data(
-        TensorData::new(y, [rows, d_out]),
-        &device,
-    ))
+    y
 }
 
-/// `out[o·rows + r] = Σ_i w[o·d_in + i]·x[r·d_in + i]` for every output row of `w`.
-fn products(w: &[f32], x: &[f32], rows: usize, d_in: usize, out: &mut [f32]) {
+/// `out[o·rows + r] = Σ_i w[o][i]·x[r·d_in + i]` for the first `out.len() / rows` rows of `w`.
+fn products<W: WeightRows>(w: &W, x: &[f32], rows: usize, d_in: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
         unsafe { avx2::products(w, x, rows, d_in, out) };
         return;
     }
@@ -77,7 +158,7 @@ fn products(w: &[f32], x: &[f32], rows: usize, d_in: usize, out: &mut [f32]) {
 macro_rules! tiled {
     ($tile:ident, $w:expr, $x:expr, $rows:expr, $d_in:expr, $out:expr) => {{
         let (w, x, rows, d_in, out) = ($w, $x, $rows, $d_in, $out);
-        let outputs = w.len() / d_in;
+        let outputs = out.len() / rows;
         let mut o = 0;
         while o < outputs {
             let o_n = (outputs - o).min(2);
@@ -85,14 +166,14 @@ macro_rules! tiled {
             while r < rows {
                 let r_n = (rows - r).min(4);
                 let sums = match (o_n, r_n) {
-                    (2, 4) => $tile::<2, 4>(w, x, d_in, o, r),
-                    (2, 3) => $tile::<2, 3>(w, x, d_in, o, r),
-                    (2, 2) => $tile::<2, 2>(w, x, d_in, o, r),
-                    (2, 1) => $tile::<2, 1>(w, x, d_in, o, r),
-                    (1, 4) => $tile::<1, 4>(w, x, d_in, o, r),
-                    (1, 3) => $tile::<1, 3>(w, x, d_in, o, r),
-                    (1, 2) => $tile::<1, 2>(w, x, d_in, o, r),
-                    _ => $tile::<1, 1>(w, x, d_in, o, r),
+                    (2, 4) => $tile::<2, 4, _>(w, x, d_in, o, r),
+                    (2, 3) => $tile::<2, 3, _>(w, x, d_in, o, r),
+                    (2, 2) => $tile::<2, 2, _>(w, x, d_in, o, r),
+                    (2, 1) => $tile::<2, 1, _>(w, x, d_in, o, r),
+                    (1, 4) => $tile::<1, 4, _>(w, x, d_in, o, r),
+                    (1, 3) => $tile::<1, 3, _>(w, x, d_in, o, r),
+                    (1, 2) => $tile::<1, 2, _>(w, x, d_in, o, r),
+                    _ => $tile::<1, 1, _>(w, x, d_in, o, r),
                 };
                 for (i, row_sums) in sums.iter().take(o_n).enumerate() {
                     for (j, &s) in row_sums.iter().take(r_n).enumerate() {
@@ -108,9 +189,9 @@ macro_rules! tiled {
 
 /// A tile's sums: each accumulator's lanes added in one fixed order, then the inputs past the last
 /// whole lane group (`body..d_in`) with `fused` multiply-adds or separate ones.
-fn finish<const O: usize, const R: usize>(
+fn finish<const O: usize, const R: usize, W: WeightRows>(
     acc: [[[f32; LANES]; R]; O],
-    (w, x, d_in, o, r): (&[f32], &[f32], usize, usize, usize),
+    (w, x, d_in, o, r): (&W, &[f32], usize, usize, usize),
     fused: bool,
 ) -> [[f32; 4]; 2] {
     let body = d_in - d_in % LANES;
@@ -119,7 +200,7 @@ fn finish<const O: usize, const R: usize>(
         for (b, lanes) in row_acc.iter().enumerate() {
             let mut s = sum_lanes(lanes);
             for k in body..d_in {
-                let (wk, xk) = (w[(o + a) * d_in + k], x[(r + b) * d_in + k]);
+                let (wk, xk) = (w.value(o + a, k), x[(r + b) * d_in + k]);
                 s = if fused {
                     wk.mul_add(xk, s)
                 } else {
@@ -136,36 +217,43 @@ fn finish<const O: usize, const R: usize>(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{LANES, finish};
+    use super::{LANES, WeightRows, finish};
 
     /// See `super::products`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn products(w: &[f32], x: &[f32], rows: usize, d_in: usize, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn products<W: WeightRows>(
+        w: &W,
+        x: &[f32],
+        rows: usize,
+        d_in: usize,
+        out: &mut [f32],
+    ) {
         tiled!(tile, w, x, rows, d_in, out);
     }
 
     /// Dot products of outputs `o..o + O` with rows `r..r + R`.
     #[allow(clippy::needless_range_loop)] // `a`, `b` index registers and offsets alike
-    #[target_feature(enable = "avx2,fma")]
-    fn tile<const O: usize, const R: usize>(
-        w: &[f32],
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn tile<const O: usize, const R: usize, W: WeightRows>(
+        w: &W,
         x: &[f32],
         d_in: usize,
         o: usize,
         r: usize,
     ) -> [[f32; 4]; 2] {
-        assert!((o + O) * d_in <= w.len() && (r + R) * d_in <= x.len());
+        assert!(o + O <= w.outputs() && (r + R) * d_in <= x.len());
         let body = d_in - d_in % LANES;
         let mut acc = [[_mm256_setzero_ps(); R]; O];
         let mut i = 0;
         while i < body {
             let mut wv = [_mm256_setzero_ps(); O];
             for (a, wv) in wv.iter_mut().enumerate() {
-                // SAFETY: `i + LANES <= d_in` and output `o + a` is a row of `w` (asserted).
-                *wv = unsafe { _mm256_loadu_ps(w.as_ptr().add((o + a) * d_in + i)) };
+                // SAFETY: `i + LANES <= d_in`, output `o + a` is a row of `w` (asserted), and
+                // this function's features are the CPU's (its caller's promise).
+                *wv = unsafe { w.lanes_avx2(o + a, i) };
             }
             for b in 0..R {
-                // SAFETY: as above, row `r + b` of `x`.
+                // SAFETY: `i + LANES <= d_in` and row `r + b` is in `x` (asserted).
                 let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add((r + b) * d_in + i)) };
                 for a in 0..O {
                     acc[a][b] = _mm256_fmadd_ps(wv[a], xv, acc[a][b]);
@@ -185,11 +273,11 @@ mod avx2 {
 }
 
 pub(super) mod portable {
-    use super::{LANES, finish};
+    use super::{LANES, WeightRows, finish};
 
     /// See `super::products`.
-    pub(in super::super) fn products(
-        w: &[f32],
+    pub(in super::super) fn products<W: WeightRows>(
+        w: &W,
         x: &[f32],
         rows: usize,
         d_in: usize,
@@ -201,8 +289,8 @@ pub(super) mod portable {
     /// `avx2::tile`'s arithmetic in eight-lane arrays (vectorised by the compiler), with a
     /// separate multiply and add where that has a fused one.
     #[allow(clippy::needless_range_loop)] // `a`, `b`, `l` index lanes and offsets alike
-    fn tile<const O: usize, const R: usize>(
-        w: &[f32],
+    fn tile<const O: usize, const R: usize, W: WeightRows>(
+        w: &W,
         x: &[f32],
         d_in: usize,
         o: usize,
@@ -211,12 +299,12 @@ pub(super) mod portable {
         let body = d_in - d_in % LANES;
         let mut acc = [[[0.0f32; LANES]; R]; O];
         for i in (0..body).step_by(LANES) {
+            let wv: [[f32; LANES]; O] = std::array::from_fn(|a| w.lanes(o + a, i));
             for b in 0..R {
                 let xv = &x[(r + b) * d_in + i..][..LANES];
                 for a in 0..O {
-                    let wv = &w[(o + a) * d_in + i..][..LANES];
                     for l in 0..LANES {
-                        acc[a][b][l] += wv[l] * xv[l];
+                        acc[a][b][l] += wv[a][l] * xv[l];
                     }
                 }
             }
@@ -274,7 +362,7 @@ mod tests {
             .map(|i| ((i * 53 % 89) as f32 - 44.0) / 44.0)
             .collect();
         let mut out = vec![0.0; outputs * rows];
-        super::portable::products(&w, &x, rows, d_in, &mut out);
+        super::portable::products(&super::F32Rows { w: &w, d_in }, &x, rows, d_in, &mut out);
         for o in 0..outputs {
             for r in 0..rows {
                 let want: f32 = (0..d_in).map(|k| w[o * d_in + k] * x[r * d_in + k]).sum();

@@ -14,6 +14,8 @@ pub(crate) mod decode_attention;
 #[cfg(feature = "flex")]
 pub(crate) mod few_rows;
 pub(crate) mod gelu;
+#[cfg(feature = "flex")]
+pub(crate) mod packed;
 pub(crate) mod rotary;
 
 use burn::prelude::*;
