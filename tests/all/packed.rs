@@ -107,7 +107,8 @@ fn every_format_matches_transformers_within_its_tolerance() {
 }
 
 /// Packing after loading gives the model that loading packed gives, and back to f32 the
-/// dequantized weights: `with_weight_format` and `load_as` agree.
+/// dequantized weights: `with_weight_format` and `load_as` agree, and a packed model computes
+/// what its dequantized f32 model does (up to Q8_0's quantized inputs).
 #[test]
 fn packing_a_loaded_model_equals_loading_it_packed() {
     let device = Default::default();
@@ -124,9 +125,13 @@ fn packing_a_loaded_model_equals_loading_it_packed() {
             .unwrap();
         assert_eq!(unpacked.weight_format(), WeightFormat::F32);
         let c = to_vec(unpacked.forward_ids(&reference.ids, &device).unwrap());
-        assert!(
-            max_abs_diff(&a, &c) < 1e-4,
-            "{format}: the dequantized f32 model"
-        );
+        // Q8_0 multiplies 16-bit-quantized inputs (3.9e-4 measured), bf16 is exact.
+        let d = max_abs_diff(&a, &c);
+        let bound = if format == WeightFormat::Q8_0 {
+            1e-3
+        } else {
+            1e-4
+        };
+        assert!(d < bound, "{format}: the dequantized f32 model: {d}");
     }
 }

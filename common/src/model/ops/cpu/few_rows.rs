@@ -22,6 +22,10 @@ use super::{LANES, sum_lanes};
 /// Output rows per parallel task: a few tasks per thread, and each weight block read once.
 const OUTPUTS_PER_TASK: usize = 64;
 
+/// Values a tile reads from a weight row at once (four groups of `LANES`): a packed format's
+/// block, whose scale is read once for all four.
+pub(crate) const BLOCK: usize = 4 * LANES;
+
 /// Where a tile reads output row `o`'s weight values (`d_in` of them per row).
 pub(crate) trait WeightRows: Sync {
     /// Output rows.
@@ -30,6 +34,21 @@ pub(crate) trait WeightRows: Sync {
     fn lanes(&self, o: usize, i: usize) -> [f32; LANES];
     /// Value `k` of row `o`.
     fn value(&self, o: usize, k: usize) -> f32;
+    /// What the four groups of values `i..i + BLOCK` of row `o` share, read once.
+    #[cfg(target_arch = "x86_64")]
+    type Block: Copy;
+    /// The block of values `i..i + BLOCK` of row `o`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn block_avx2(&self, o: usize, i: usize) -> Self::Block;
+    /// Group `g` (0..4) of a block, `LANES` values in an AVX2 register.
+    ///
+    /// # Safety
+    /// As `block_avx2`; `block` came from it.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn group_avx2(block: Self::Block, g: usize) -> std::arch::x86_64::__m256;
     /// `lanes` in an AVX2 register.
     ///
     /// # Safety
@@ -67,13 +86,30 @@ impl WeightRows for F32Rows<'_> {
     }
 
     #[cfg(target_arch = "x86_64")]
+    type Block = *const f32;
+
+    #[cfg(target_arch = "x86_64")]
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_avx2(&self, o: usize, i: usize) -> *const f32 {
+        self.w[o * self.d_in + i..][..BLOCK].as_ptr()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group_avx2(block: *const f32, g: usize) -> std::arch::x86_64::__m256 {
+        // SAFETY: `block` starts `BLOCK` values in bounds (`block_avx2`'s slice).
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(block.add(g * LANES)) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn lanes_avx2(&self, o: usize, i: usize) -> std::arch::x86_64::__m256 {
-        let at = o * self.d_in + i;
-        assert!(at + LANES <= self.w.len());
-        // SAFETY: in bounds (asserted); AVX2 is the caller's promise.
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(self.w.as_ptr().add(at)) }
+        let values = &self.w[o * self.d_in + i..][..LANES];
+        // SAFETY: in bounds (the slice above); AVX2 is the caller's promise.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(values.as_ptr()) }
     }
 
     fn starting_at(&self, first: usize) -> Self {
@@ -217,7 +253,7 @@ fn finish<const O: usize, const R: usize, W: WeightRows>(
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{LANES, WeightRows, finish};
+    use super::{BLOCK, LANES, WeightRows, finish};
 
     /// See `super::products`.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -245,11 +281,31 @@ mod avx2 {
         let body = d_in - d_in % LANES;
         let mut acc = [[_mm256_setzero_ps(); R]; O];
         let mut i = 0;
+        // Whole blocks, then groups of `LANES`: each accumulator takes the same multiply-adds
+        // in the same order either way (`i` ascending by `LANES`).
+        while i + BLOCK <= body {
+            // SAFETY: `i + BLOCK <= d_in`, outputs `o + a` are rows of `w` (asserted), and this
+            // function's features are the CPU's (its caller's promise).
+            let blocks: [W::Block; O] = std::array::from_fn(|a| unsafe { w.block_avx2(o + a, i) });
+            for g in 0..BLOCK / LANES {
+                // SAFETY: as above.
+                let wv: [__m256; O] =
+                    std::array::from_fn(|a| unsafe { W::group_avx2(blocks[a], g) });
+                for b in 0..R {
+                    // SAFETY: `i + BLOCK <= d_in` and row `r + b` is in `x` (asserted).
+                    let xv =
+                        unsafe { _mm256_loadu_ps(x.as_ptr().add((r + b) * d_in + i + g * LANES)) };
+                    for a in 0..O {
+                        acc[a][b] = _mm256_fmadd_ps(wv[a], xv, acc[a][b]);
+                    }
+                }
+            }
+            i += BLOCK;
+        }
         while i < body {
             let mut wv = [_mm256_setzero_ps(); O];
             for (a, wv) in wv.iter_mut().enumerate() {
-                // SAFETY: `i + LANES <= d_in`, output `o + a` is a row of `w` (asserted), and
-                // this function's features are the CPU's (its caller's promise).
+                // SAFETY: `i + LANES <= d_in`, as above.
                 *wv = unsafe { w.lanes_avx2(o + a, i) };
             }
             for b in 0..R {

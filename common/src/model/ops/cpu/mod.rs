@@ -16,6 +16,8 @@ pub(crate) mod few_rows;
 pub(crate) mod gelu;
 #[cfg(feature = "flex")]
 pub(crate) mod packed;
+#[cfg(feature = "flex")]
+pub(crate) mod quant_dot;
 pub(crate) mod rotary;
 
 use burn::prelude::*;

@@ -1,15 +1,15 @@
-//! The few-row product over packed weights (f16, bf16, `Q8_0`, `Q4_0`): the kernel of
-//! `few_rows.rs`, reading each weight row eight values at a time from its packed bytes and
-//! dequantizing them in registers exactly as `PackedWeight::dequantize_row` does (every value
-//! an f16 or bf16, or a small integer times an f16 scale, is exact in f32). So the result is the
-//! f32 kernel's on the dequantized weight, bit for bit, while the memory read per token is the
-//! packed size: half of f32's in f16, 34/128 in `Q8_0`, 18/128 in `Q4_0`.
+//! The few-row product over packed weights: `Q8_0` and `Q4_0` in integers (`quant_dot.rs`), f16
+//! and bf16 through the kernel of `few_rows.rs`, reading each weight row eight values at a time
+//! from its packed bytes and converting them in registers exactly as
+//! `PackedWeight::dequantize_row` does (every f16 and bf16 is exact in f32). So the f16 and bf16
+//! result is the f32 kernel's on the converted weight, bit for bit, while the memory read per
+//! token is half of f32's.
 
 use burn::prelude::*;
 
 use super::LANES;
-use super::few_rows::{WeightRows, rows_times};
-use crate::model::packed::{PackedWeight, QK, WeightFormat, scale};
+use super::few_rows::{BLOCK, WeightRows, rows_times};
+use crate::model::packed::{PackedWeight, WeightFormat};
 
 /// `x·Wᵀ + b` for `x: [rows, in]` (f32) and a packed `[out, in]` weight, `[rows, out]`.
 pub(crate) fn linear<B: Backend>(
@@ -49,20 +49,10 @@ pub(crate) fn linear<B: Backend>(
             d_in,
             &b,
         ),
-        WeightFormat::Q8_0 => rows_times(
-            Rows::<Q8>::new(rows_of(WeightFormat::Q8_0)),
-            &x,
-            rows,
-            d_in,
-            &b,
-        ),
-        WeightFormat::Q4_0 => rows_times(
-            Rows::<Q4>::new(rows_of(WeightFormat::Q4_0)),
-            &x,
-            rows,
-            d_in,
-            &b,
-        ),
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
+            let x = super::quant_dot::QuantizedRows::new(&x, rows, d_in);
+            super::quant_dot::products(weight, &x, rows, &b)
+        }
     };
     Tensor::from_data(TensorData::new(y, [rows, d_out]), &device)
 }
@@ -81,6 +71,23 @@ trait Format {
     fn lanes(row: &[u8], i: usize) -> [f32; LANES];
     /// Value `k` of a row's bytes.
     fn value(row: &[u8], k: usize) -> f32;
+    /// Bytes of `BLOCK` values.
+    const BLOCK_BYTES: usize;
+    /// What a block's four groups share (its bytes, its scale).
+    #[cfg(target_arch = "x86_64")]
+    type Block: Copy;
+    /// The block whose bytes start at `bytes` (`BLOCK_BYTES` of them).
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn block_avx2(bytes: &[u8]) -> Self::Block;
+    /// Group `g` of a block in an AVX2 register.
+    ///
+    /// # Safety
+    /// As `block_avx2`, and `block` came from it.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn group_avx2(block: Self::Block, g: usize) -> std::arch::x86_64::__m256;
     /// `lanes` in an AVX2 register.
     ///
     /// # Safety
@@ -127,6 +134,26 @@ impl<F: Format + Sync> WeightRows for Rows<'_, F> {
     }
 
     #[cfg(target_arch = "x86_64")]
+    type Block = F::Block;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_avx2(&self, o: usize, i: usize) -> F::Block {
+        let at = i / BLOCK * F::BLOCK_BYTES;
+        // SAFETY: the caller's promise; the slice holds the block.
+        unsafe { F::block_avx2(&self.row(o)[at..at + F::BLOCK_BYTES]) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group_avx2(block: F::Block, g: usize) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller's promise.
+        unsafe { F::group_avx2(block, g) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn lanes_avx2(&self, o: usize, i: usize) -> std::arch::x86_64::__m256 {
@@ -149,12 +176,27 @@ struct F32Bytes;
 struct F16;
 /// bfloat16.
 struct Bf16;
-/// `Q8_0` blocks: an f16 scale, 32 signed bytes.
-struct Q8;
-/// `Q4_0` blocks: an f16 scale, 16 bytes of two four-bit values (elements j and j + 16).
-struct Q4;
 
 impl Format for F32Bytes {
+    const BLOCK_BYTES: usize = 4 * BLOCK;
+    #[cfg(target_arch = "x86_64")]
+    type Block = *const u8;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_avx2(bytes: &[u8]) -> *const u8 {
+        bytes.as_ptr()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group_avx2(block: *const u8, g: usize) -> std::arch::x86_64::__m256 {
+        // SAFETY: the block's 128 bytes are in bounds (`block_avx2`'s slice).
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(block.add(32 * g).cast()) }
+    }
+
     fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
         std::array::from_fn(|l| Self::value(row, i + l))
     }
@@ -174,6 +216,26 @@ impl Format for F32Bytes {
 }
 
 impl Format for F16 {
+    const BLOCK_BYTES: usize = 2 * BLOCK;
+    #[cfg(target_arch = "x86_64")]
+    type Block = *const u8;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_avx2(bytes: &[u8]) -> *const u8 {
+        bytes.as_ptr()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group_avx2(block: *const u8, g: usize) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the block's 64 bytes are in bounds; F16C converts exactly.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(block.add(16 * g).cast())) }
+    }
+
     fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
         std::array::from_fn(|l| Self::value(row, i + l))
     }
@@ -193,6 +255,29 @@ impl Format for F16 {
 }
 
 impl Format for Bf16 {
+    const BLOCK_BYTES: usize = 2 * BLOCK;
+    #[cfg(target_arch = "x86_64")]
+    type Block = *const u8;
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn block_avx2(bytes: &[u8]) -> *const u8 {
+        bytes.as_ptr()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group_avx2(block: *const u8, g: usize) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the block's 64 bytes are in bounds; a bf16 is the top half of its f32.
+        unsafe {
+            let halves = _mm_loadu_si128(block.add(16 * g).cast());
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16))
+        }
+    }
+
     fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
         std::array::from_fn(|l| Self::value(row, i + l))
     }
@@ -214,78 +299,6 @@ impl Format for Bf16 {
     }
 }
 
-/// A quantized block's bytes and where value `i` of the row falls in it: the block, and the
-/// group of eight within it.
-fn block_of(row: &[u8], i: usize, block_bytes: usize) -> (&[u8], usize) {
-    let block = i / QK;
-    (
-        &row[block * block_bytes..(block + 1) * block_bytes],
-        (i % QK) / LANES,
-    )
-}
-
-impl Format for Q8 {
-    fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
-        let (block, group) = block_of(row, i, 2 + QK);
-        let d = scale(block);
-        let q = &block[2 + group * LANES..][..LANES];
-        std::array::from_fn(|l| d * (q[l] as i8) as f32)
-    }
-
-    fn value(row: &[u8], k: usize) -> f32 {
-        let (block, _) = block_of(row, k, 2 + QK);
-        scale(block) * (block[2 + k % QK] as i8) as f32
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lanes_avx2(row: &[u8], i: usize) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        let (block, group) = block_of(row, i, 2 + QK);
-        let d = _mm256_set1_ps(scale(block));
-        let q = &block[2 + group * LANES..][..LANES];
-        // SAFETY: 8 bytes in bounds (the slice above).
-        unsafe {
-            let bytes = _mm_loadl_epi64(q.as_ptr().cast());
-            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)))
-        }
-    }
-}
-
-impl Format for Q4 {
-    fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
-        let (block, group) = block_of(row, i, 2 + QK / 2);
-        let d = scale(block);
-        // Groups 0 and 1 are the low nibbles of bytes 0..8 and 8..16; groups 2 and 3 the high.
-        let bytes = &block[2 + (group % 2) * LANES..][..LANES];
-        let shift = if group >= 2 { 4 } else { 0 };
-        std::array::from_fn(|l| d * (((bytes[l] >> shift) & 0x0F) as i32 - 8) as f32)
-    }
-
-    fn value(row: &[u8], k: usize) -> f32 {
-        Self::lanes(row, k - k % LANES)[k % LANES]
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lanes_avx2(row: &[u8], i: usize) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        let (block, group) = block_of(row, i, 2 + QK / 2);
-        let d = _mm256_set1_ps(scale(block));
-        let bytes = &block[2 + (group % 2) * LANES..][..LANES];
-        // SAFETY: 8 bytes in bounds (the slice above).
-        unsafe {
-            let mut v = _mm_loadl_epi64(bytes.as_ptr().cast());
-            if group >= 2 {
-                v = _mm_srli_epi16(v, 4);
-            }
-            let nibbles = _mm_and_si128(v, _mm_set1_epi8(0x0F));
-            let q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(nibbles), _mm256_set1_epi32(8));
-            _mm256_mul_ps(d, _mm256_cvtepi32_ps(q))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use burn::prelude::*;
@@ -301,8 +314,9 @@ mod tests {
     }
 
     /// Every format, every tile shape: the packed kernel gives the f32 kernel's result on the
-    /// dequantized weight bit for bit (both on the path this CPU takes), the portable reader's
-    /// lanes are the reference dequantization, and a row's result does not depend on its batch.
+    /// converted weight bit for bit for the float formats (both on the path this CPU takes), the
+    /// block formats' integer products come close to it, every reader's lanes are the reference
+    /// dequantization, and a row's result does not depend on its batch.
     #[test]
     fn packed_products_are_the_f32_products_of_the_dequantized_weight() {
         let device = Default::default();
@@ -343,12 +357,8 @@ mod tests {
                 WeightFormat::Bf16 => {
                     check(&|o, i| super::Rows::<super::Bf16>::new(rows).lanes(o, i))
                 }
-                WeightFormat::Q8_0 => {
-                    check(&|o, i| super::Rows::<super::Q8>::new(rows).lanes(o, i))
-                }
-                WeightFormat::Q4_0 => {
-                    check(&|o, i| super::Rows::<super::Q4>::new(rows).lanes(o, i))
-                }
+                // The block formats multiply in integers (`quant_dot`).
+                WeightFormat::Q8_0 | WeightFormat::Q4_0 => {}
             }
             let weight =
                 Tensor::<B, 2>::from_data(TensorData::new(dequantized, [d_out, d_in]), &device)
@@ -363,7 +373,18 @@ mod tests {
                 .into_data()
                 .to_vec()
                 .unwrap();
-            assert_eq!(packed_kernel, f32_kernel, "{format}");
+            if matches!(format, WeightFormat::Q8_0 | WeightFormat::Q4_0) {
+                // Products in integers over quantized inputs (`quant_dot`'s tests bound each):
+                // here within 1% of the outputs' scale.
+                let d = packed_kernel
+                    .iter()
+                    .zip(&f32_kernel)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let scale = f32_kernel.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert!(d < 1e-2 * scale, "{format}: {d} (scale {scale})");
+            } else {
+                assert_eq!(packed_kernel, f32_kernel, "{format}");
+            }
             let alone: Vec<f32> =
                 super::linear(x.clone().slice([3..4, 0..d_in]), &packed, bias.clone())
                     .into_data()
@@ -390,12 +411,25 @@ mod tests {
         }
         let (d_out, d_in) = (3, 64);
         let w = values(d_out * d_in, 4.0);
+        /// Values `i..i + LANES` read by `lanes_avx2`, by the block reader, and by `lanes`.
         fn both<F: Format>(row: &[u8], i: usize) -> ([f32; LANES], [f32; LANES]) {
-            let mut fast = [0.0f32; LANES];
+            use std::arch::x86_64::_mm256_storeu_ps;
+            let (mut fast, mut grouped) = ([0.0f32; LANES], [0.0f32; LANES]);
+            let at = i / super::BLOCK * F::BLOCK_BYTES;
             // SAFETY: the CPU has the features (checked above); the row holds the values.
             unsafe {
-                std::arch::x86_64::_mm256_storeu_ps(fast.as_mut_ptr(), F::lanes_avx2(row, i));
+                _mm256_storeu_ps(fast.as_mut_ptr(), F::lanes_avx2(row, i));
+                let block = F::block_avx2(&row[at..at + F::BLOCK_BYTES]);
+                _mm256_storeu_ps(
+                    grouped.as_mut_ptr(),
+                    F::group_avx2(block, i % super::BLOCK / LANES),
+                );
             }
+            assert_eq!(
+                fast.map(f32::to_bits),
+                grouped.map(f32::to_bits),
+                "group at {i}"
+            );
             (fast, F::lanes(row, i))
         }
         for format in WeightFormat::ALL {
@@ -407,8 +441,7 @@ mod tests {
                         WeightFormat::F32 => both::<super::F32Bytes>(row, i),
                         WeightFormat::F16 => both::<super::F16>(row, i),
                         WeightFormat::Bf16 => both::<super::Bf16>(row, i),
-                        WeightFormat::Q8_0 => both::<super::Q8>(row, i),
-                        WeightFormat::Q4_0 => both::<super::Q4>(row, i),
+                        WeightFormat::Q8_0 | WeightFormat::Q4_0 => continue,
                     };
                     assert_eq!(
                         fast.map(f32::to_bits),
