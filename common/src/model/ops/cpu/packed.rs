@@ -22,33 +22,15 @@ pub(crate) fn linear<B: Backend>(
     let [d_out, _] = weight.dims();
     let x = super::host_f32(x);
     let b = super::host_f32(bias);
-    let rows_of = |format| Packed {
+    let packed = Packed {
         bytes: weight.bytes(),
-        row_bytes: WeightFormat::row_bytes(format, d_in),
+        row_bytes: weight.format().row_bytes(d_in),
         outputs: d_out,
     };
     let y = match weight.format() {
-        WeightFormat::F32 => rows_times(
-            Rows::<F32Bytes>::new(rows_of(WeightFormat::F32)),
-            &x,
-            rows,
-            d_in,
-            &b,
-        ),
-        WeightFormat::F16 => rows_times(
-            Rows::<F16>::new(rows_of(WeightFormat::F16)),
-            &x,
-            rows,
-            d_in,
-            &b,
-        ),
-        WeightFormat::Bf16 => rows_times(
-            Rows::<Bf16>::new(rows_of(WeightFormat::Bf16)),
-            &x,
-            rows,
-            d_in,
-            &b,
-        ),
+        WeightFormat::F32 => rows_times(Rows::<F32Bytes>::new(packed), &x, rows, d_in, &b),
+        WeightFormat::F16 => rows_times(Rows::<F16>::new(packed), &x, rows, d_in, &b),
+        WeightFormat::Bf16 => rows_times(Rows::<Bf16>::new(packed), &x, rows, d_in, &b),
         WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
             let x = super::quant_dot::QuantizedRows::new(&x, rows, d_in);
             super::quant_dot::products(weight, &x, rows, &b)
@@ -65,35 +47,18 @@ struct Packed<'a> {
     outputs: usize,
 }
 
-/// How one format turns eight values' bytes into f32.
+/// How one float format turns its bytes into f32 (exactly: every f16 and bf16 is an f32).
 trait Format {
-    /// Values `i..i + LANES` of a row's bytes (`i` a multiple of `LANES`).
-    fn lanes(row: &[u8], i: usize) -> [f32; LANES];
-    /// Value `k` of a row's bytes.
-    fn value(row: &[u8], k: usize) -> f32;
-    /// Bytes of `BLOCK` values.
-    const BLOCK_BYTES: usize;
-    /// What a block's four groups share (its bytes, its scale).
-    #[cfg(target_arch = "x86_64")]
-    type Block: Copy;
-    /// The block whose bytes start at `bytes` (`BLOCK_BYTES` of them).
+    /// Bytes of one value.
+    const BYTES: usize;
+    /// The value whose bytes start at `bytes[0]`.
+    fn value(bytes: &[u8]) -> f32;
+    /// Eight values in an AVX2 register, their bytes from `bytes`.
     ///
     /// # Safety
-    /// The CPU has AVX2, FMA and F16C.
+    /// The CPU has AVX2, FMA and F16C; `bytes` holds `8 × BYTES` bytes.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn block_avx2(bytes: &[u8]) -> Self::Block;
-    /// Group `g` of a block in an AVX2 register.
-    ///
-    /// # Safety
-    /// As `block_avx2`, and `block` came from it.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn group_avx2(block: Self::Block, g: usize) -> std::arch::x86_64::__m256;
-    /// `lanes` in an AVX2 register.
-    ///
-    /// # Safety
-    /// The CPU has AVX2, FMA and F16C; the row holds values `i..i + LANES`.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn lanes_avx2(row: &[u8], i: usize) -> std::arch::x86_64::__m256;
+    unsafe fn eight_avx2(bytes: *const u8) -> std::arch::x86_64::__m256;
 }
 
 /// The rows of a weight packed in format `F`.
@@ -125,40 +90,39 @@ impl<F: Format + Sync> WeightRows for Rows<'_, F> {
 
     #[inline]
     fn lanes(&self, o: usize, i: usize) -> [f32; LANES] {
-        F::lanes(self.row(o), i)
+        std::array::from_fn(|l| self.value(o, i + l))
     }
 
     #[inline]
     fn value(&self, o: usize, k: usize) -> f32 {
-        F::value(self.row(o), k)
+        F::value(&self.row(o)[k * F::BYTES..(k + 1) * F::BYTES])
     }
 
     #[cfg(target_arch = "x86_64")]
-    type Block = F::Block;
+    type Block = *const u8;
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block_avx2(&self, o: usize, i: usize) -> F::Block {
-        let at = i / BLOCK * F::BLOCK_BYTES;
-        // SAFETY: the caller's promise; the slice holds the block.
-        unsafe { F::block_avx2(&self.row(o)[at..at + F::BLOCK_BYTES]) }
+    unsafe fn block_avx2(&self, o: usize, i: usize) -> *const u8 {
+        self.row(o)[i * F::BYTES..(i + BLOCK) * F::BYTES].as_ptr()
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn group_avx2(block: F::Block, g: usize) -> std::arch::x86_64::__m256 {
-        // SAFETY: the caller's promise.
-        unsafe { F::group_avx2(block, g) }
+    unsafe fn group_avx2(block: *const u8, g: usize) -> std::arch::x86_64::__m256 {
+        // SAFETY: the block's `BLOCK` values are in bounds (`block_avx2`'s slice).
+        unsafe { F::eight_avx2(block.add(g * LANES * F::BYTES)) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn lanes_avx2(&self, o: usize, i: usize) -> std::arch::x86_64::__m256 {
-        // SAFETY: the caller's promise, and `row` is the whole row.
-        unsafe { F::lanes_avx2(self.row(o), i) }
+        let bytes = &self.row(o)[i * F::BYTES..(i + LANES) * F::BYTES];
+        // SAFETY: the caller's promise; the slice holds the eight values.
+        unsafe { F::eight_avx2(bytes.as_ptr()) }
     }
 
     fn starting_at(&self, first: usize) -> Self {
@@ -178,122 +142,53 @@ struct F16;
 struct Bf16;
 
 impl Format for F32Bytes {
-    const BLOCK_BYTES: usize = 4 * BLOCK;
-    #[cfg(target_arch = "x86_64")]
-    type Block = *const u8;
+    const BYTES: usize = 4;
 
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block_avx2(bytes: &[u8]) -> *const u8 {
-        bytes.as_ptr()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn group_avx2(block: *const u8, g: usize) -> std::arch::x86_64::__m256 {
-        // SAFETY: the block's 128 bytes are in bounds (`block_avx2`'s slice).
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(block.add(32 * g).cast()) }
-    }
-
-    fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
-        std::array::from_fn(|l| Self::value(row, i + l))
-    }
-
-    fn value(row: &[u8], k: usize) -> f32 {
-        let b = &row[4 * k..4 * k + 4];
+    fn value(b: &[u8]) -> f32 {
         f32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
     #[cfg(target_arch = "x86_64")]
+    #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lanes_avx2(row: &[u8], i: usize) -> std::arch::x86_64::__m256 {
-        let bytes = &row[4 * i..4 * (i + LANES)];
-        // SAFETY: 32 bytes in bounds (the slice above).
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(bytes.as_ptr().cast()) }
+    unsafe fn eight_avx2(bytes: *const u8) -> std::arch::x86_64::__m256 {
+        // SAFETY: 32 bytes in bounds (the caller's promise).
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(bytes.cast()) }
     }
 }
 
 impl Format for F16 {
-    const BLOCK_BYTES: usize = 2 * BLOCK;
-    #[cfg(target_arch = "x86_64")]
-    type Block = *const u8;
+    const BYTES: usize = 2;
 
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block_avx2(bytes: &[u8]) -> *const u8 {
-        bytes.as_ptr()
+    fn value(b: &[u8]) -> f32 {
+        half::f16::from_le_bytes([b[0], b[1]]).to_f32()
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn group_avx2(block: *const u8, g: usize) -> std::arch::x86_64::__m256 {
+    unsafe fn eight_avx2(bytes: *const u8) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
-        // SAFETY: the block's 64 bytes are in bounds; F16C converts exactly.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(block.add(16 * g).cast())) }
-    }
-
-    fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
-        std::array::from_fn(|l| Self::value(row, i + l))
-    }
-
-    fn value(row: &[u8], k: usize) -> f32 {
-        half::f16::from_le_bytes([row[2 * k], row[2 * k + 1]]).to_f32()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lanes_avx2(row: &[u8], i: usize) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        let bytes = &row[2 * i..2 * (i + LANES)];
-        // SAFETY: 16 bytes in bounds (the slice above); F16C converts exactly.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(bytes.as_ptr().cast())) }
+        // SAFETY: 16 bytes in bounds (the caller's promise); F16C converts exactly.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(bytes.cast())) }
     }
 }
 
 impl Format for Bf16 {
-    const BLOCK_BYTES: usize = 2 * BLOCK;
-    #[cfg(target_arch = "x86_64")]
-    type Block = *const u8;
+    const BYTES: usize = 2;
 
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block_avx2(bytes: &[u8]) -> *const u8 {
-        bytes.as_ptr()
+    fn value(b: &[u8]) -> f32 {
+        half::bf16::from_le_bytes([b[0], b[1]]).to_f32()
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn group_avx2(block: *const u8, g: usize) -> std::arch::x86_64::__m256 {
+    unsafe fn eight_avx2(bytes: *const u8) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
-        // SAFETY: the block's 64 bytes are in bounds; a bf16 is the top half of its f32.
+        // SAFETY: 16 bytes in bounds (the caller's promise); a bf16 is the top half of its f32.
         unsafe {
-            let halves = _mm_loadu_si128(block.add(16 * g).cast());
-            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16))
-        }
-    }
-
-    fn lanes(row: &[u8], i: usize) -> [f32; LANES] {
-        std::array::from_fn(|l| Self::value(row, i + l))
-    }
-
-    fn value(row: &[u8], k: usize) -> f32 {
-        half::bf16::from_le_bytes([row[2 * k], row[2 * k + 1]]).to_f32()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn lanes_avx2(row: &[u8], i: usize) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        let bytes = &row[2 * i..2 * (i + LANES)];
-        // SAFETY: 16 bytes in bounds; a bf16 is the top half of its f32's bits.
-        unsafe {
-            let halves = _mm_loadu_si128(bytes.as_ptr().cast());
+            let halves = _mm_loadu_si128(bytes.cast());
             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16))
         }
     }
@@ -398,11 +293,12 @@ mod tests {
         }
     }
 
-    /// The AVX2 readers dequantize as the portable ones do (on CPUs that have AVX2).
+    /// The AVX2 readers convert as the portable ones do (on CPUs that have AVX2): eight values
+    /// at a time and by blocks of four groups.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx2_readers_dequantize_as_the_reference() {
-        use super::{Format, LANES};
+    fn the_avx2_readers_convert_as_the_reference() {
+        use super::{BLOCK, Format, LANES, Packed, Rows, WeightRows};
         if !(std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c"))
@@ -411,44 +307,35 @@ mod tests {
         }
         let (d_out, d_in) = (3, 64);
         let w = values(d_out * d_in, 4.0);
-        /// Values `i..i + LANES` read by `lanes_avx2`, by the block reader, and by `lanes`.
-        fn both<F: Format>(row: &[u8], i: usize) -> ([f32; LANES], [f32; LANES]) {
+        fn check<F: Format + Sync>(rows: Rows<'_, F>, d_out: usize, d_in: usize) {
             use std::arch::x86_64::_mm256_storeu_ps;
-            let (mut fast, mut grouped) = ([0.0f32; LANES], [0.0f32; LANES]);
-            let at = i / super::BLOCK * F::BLOCK_BYTES;
-            // SAFETY: the CPU has the features (checked above); the row holds the values.
-            unsafe {
-                _mm256_storeu_ps(fast.as_mut_ptr(), F::lanes_avx2(row, i));
-                let block = F::block_avx2(&row[at..at + F::BLOCK_BYTES]);
-                _mm256_storeu_ps(
-                    grouped.as_mut_ptr(),
-                    F::group_avx2(block, i % super::BLOCK / LANES),
-                );
-            }
-            assert_eq!(
-                fast.map(f32::to_bits),
-                grouped.map(f32::to_bits),
-                "group at {i}"
-            );
-            (fast, F::lanes(row, i))
-        }
-        for format in WeightFormat::ALL {
-            let packed = PackedWeight::pack(&w, [d_out, d_in], format).unwrap();
             for o in 0..d_out {
-                let row = packed.row(o);
                 for i in (0..d_in).step_by(LANES) {
-                    let (fast, slow) = match format {
-                        WeightFormat::F32 => both::<super::F32Bytes>(row, i),
-                        WeightFormat::F16 => both::<super::F16>(row, i),
-                        WeightFormat::Bf16 => both::<super::Bf16>(row, i),
-                        WeightFormat::Q8_0 | WeightFormat::Q4_0 => continue,
-                    };
-                    assert_eq!(
-                        fast.map(f32::to_bits),
-                        slow.map(f32::to_bits),
-                        "{format} {o} {i}"
-                    );
+                    let (mut eight, mut grouped) = ([0.0f32; LANES], [0.0f32; LANES]);
+                    // SAFETY: the CPU has the features (checked above); the values exist.
+                    unsafe {
+                        _mm256_storeu_ps(eight.as_mut_ptr(), rows.lanes_avx2(o, i));
+                        let block = rows.block_avx2(o, i - i % BLOCK);
+                        let group = Rows::<F>::group_avx2(block, i % BLOCK / LANES);
+                        _mm256_storeu_ps(grouped.as_mut_ptr(), group);
+                    }
+                    let slow = rows.lanes(o, i).map(f32::to_bits);
+                    assert_eq!(eight.map(f32::to_bits), slow, "row {o} at {i}");
+                    assert_eq!(grouped.map(f32::to_bits), slow, "row {o} block at {i}");
                 }
+            }
+        }
+        for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+            let packed = PackedWeight::pack(&w, [d_out, d_in], format).unwrap();
+            let bytes = Packed {
+                bytes: packed.bytes(),
+                row_bytes: format.row_bytes(d_in),
+                outputs: d_out,
+            };
+            match format {
+                WeightFormat::F32 => check(Rows::<super::F32Bytes>::new(bytes), d_out, d_in),
+                WeightFormat::F16 => check(Rows::<super::F16>::new(bytes), d_out, d_in),
+                _ => check(Rows::<super::Bf16>::new(bytes), d_out, d_in),
             }
         }
     }
