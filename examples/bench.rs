@@ -92,7 +92,10 @@ impl BackendJob for Bench<'_> {
         let args = self.args;
         let started = Instant::now();
         let model: Phi<B> = match &args.model {
-            Some(dir) => phi_zoo::open_model(dir, None)?.load_as(&device, args.device.weights())?,
+            Some(dir) => {
+                let checkpoint = phi_zoo::open_model(dir, None)?;
+                checkpoint.load_as(&device, args.device.weights_for(&checkpoint))?
+            }
             None => {
                 let mut config = args.config.config();
                 if let Some(context) = args.context {
@@ -210,7 +213,10 @@ fn main() -> Result<()> {
         let model = args.model.as_deref().unwrap_or(&config);
         println!(
             "{model} on {:?} {:?}: {} prompt tokens, {} new",
-            args.device.backend, args.device.dtype, args.prompt_tokens, args.new_tokens
+            args.device.backend,
+            args.device.dtype(),
+            args.prompt_tokens,
+            args.new_tokens
         );
         println!("load     {:8.2} s", figures.load_s);
         println!(

@@ -113,7 +113,7 @@ impl BackendJob for Eval {
             tokenizer,
         } = self;
         let phi: Phi<B> = match &checkpoint {
-            Some(checkpoint) => checkpoint.load_as(&device, args.device.weights())?,
+            Some(checkpoint) => checkpoint.load_as(&device, args.device.weights_for(checkpoint))?,
             None => {
                 B::seed(&device, args.seed);
                 Phi::new_as(&Variant::Tiny.config(), &device, args.device.weights())?

@@ -76,7 +76,7 @@ impl BackendJob for Generate<'_> {
         let args = self.args;
         let model = self
             .checkpoint
-            .load_as::<B>(&device, args.device.weights())?;
+            .load_as::<B>(&device, args.device.weights_for(self.checkpoint))?;
         let config = GenerationConfig {
             max_new_tokens: args.max_new_tokens,
             sampling: (!args.greedy).then_some(Sampling {

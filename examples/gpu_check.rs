@@ -404,7 +404,7 @@ fn main() -> Result<()> {
     let out = match args.phase {
         Phase::Parity { fixtures } => args.device.run(ParityJob {
             fixtures: &fixtures,
-            dtype: args.device.dtype,
+            dtype: args.device.dtype(),
             weights: args.device.weights(),
         })??,
         Phase::Decode {

@@ -78,12 +78,12 @@ fn main() -> Result<()> {
         checkpoint.layout().name(),
         checkpoint.files().len(),
         args.device.backend,
-        args.device.dtype
+        args.device.weights_for(&checkpoint)
     );
     let logits = args.device.run(Logits {
         checkpoint: &checkpoint,
         rows: &rows,
-        weights: args.device.weights(),
+        weights: args.device.weights_for(&checkpoint),
     })??;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer(&mut out, &serde_json::json!({ "logits": logits }))?;

@@ -77,10 +77,12 @@ struct Serve<'a> {
 impl BackendJob for Serve<'_> {
     type Output = Result<()>;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let weights = self.args.device.weights();
+        let device_args = self.args.device;
         let model = match self.checkpoint {
-            Some(checkpoint) => checkpoint.load_as::<B>(&device, weights)?,
-            None => Phi::new_as(&Variant::Tiny.config(), &device, weights)?,
+            Some(checkpoint) => {
+                checkpoint.load_as::<B>(&device, device_args.weights_for(checkpoint))?
+            }
+            None => Phi::new_as(&Variant::Tiny.config(), &device, device_args.weights())?,
         };
         // The engine's batches run from one row to `max_batch`: those two sizes are warmed.
         let context = model.config().max_position_embeddings;

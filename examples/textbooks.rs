@@ -413,10 +413,9 @@ fn load_embedder_model<B: Backend>(
 ) -> Result<(Phi<B>, PhiTokenizer)> {
     let checkpoint = phi_zoo::open_model(model, None)?;
     let phi = checkpoint.load(device)?;
-    let tokenizer = PhiTokenizer::for_model(checkpoint.dir(), checkpoint.config().vocab_size)?
-        .with_context(|| {
-            format!("{model} has no tokenizer.json and a vocabulary that is not Phi's")
-        })?;
+    let tokenizer = checkpoint.tokenizer()?.with_context(|| {
+        format!("{model} has no tokenizer.json and a vocabulary that is not Phi's")
+    })?;
     Ok((phi, tokenizer))
 }
 

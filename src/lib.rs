@@ -15,7 +15,7 @@
 #![warn(missing_docs)]
 
 pub use phi_zoo_common as common;
-pub use phi_zoo_common::checkpoint::{StoredDType, save_hf};
+pub use phi_zoo_common::checkpoint::{StoredDType, save_gguf, save_hf};
 pub use phi_zoo_common::{
     AdaptedPhi, Adapters, Checkpoint, ConfigDialect, Generated, GeneratedText, GenerationConfig,
     Input, KeyLayout, KvCache, LanguageModel, LoraConfig, LoraTarget, Options, PackedWeight,

@@ -49,6 +49,18 @@ impl PhiTokenizer {
         Ok(Self::new(inner))
     }
 
+    /// A tokenizer from tokenizer.json text (`origin` names where it came from in errors).
+    pub fn from_json(json: &str, origin: &str) -> Result<Self> {
+        let inner = json
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| PhiError::Config {
+                origin: origin.to_owned(),
+                field: "(tokenizer)".into(),
+                message: format!("not a usable tokenizer: {e}"),
+            })?;
+        Ok(Self::new(inner))
+    }
+
     /// The folder's tokenizer.json, if it has one.
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Option<Self>> {
         let path = dir.as_ref().join("tokenizer.json");

@@ -112,7 +112,7 @@ impl ModelArgs {
     pub fn tokenizer(&self, checkpoint: &Checkpoint) -> Result<Option<PhiTokenizer>> {
         Ok(match &self.tokenizer {
             Some(path) => Some(PhiTokenizer::from_file(path)?),
-            None => PhiTokenizer::for_model(checkpoint.dir(), checkpoint.config().vocab_size)?,
+            None => checkpoint.tokenizer()?,
         })
     }
 
@@ -136,16 +136,22 @@ pub struct DeviceArgs {
     pub backend: BackendName,
     /// f32, f16, bf16, q8_0 or q4_0. On the CPU backend the linear layers' weights are stored
     /// so (packed, computed in f32); on GPU backends f16 and bf16 are the compute type. In
-    /// training bf16 is mixed precision (products in bf16, f32 master weights).
-    #[arg(long, default_value = "f32")]
-    pub dtype: WeightFormat,
+    /// training bf16 is mixed precision (products in bf16, f32 master weights). Default: a GGUF
+    /// file's own type on the CPU backend (its blocks used as stored), else f32.
+    #[arg(long)]
+    pub dtype: Option<WeightFormat>,
 }
 
 impl DeviceArgs {
+    /// `--dtype`, f32 when not given.
+    pub fn dtype(&self) -> WeightFormat {
+        self.dtype.unwrap_or(WeightFormat::F32)
+    }
+
     /// The backend's float type: f32 on the CPU backend (packed weights are read as f32), the
     /// `--dtype` on GPU backends.
     pub fn float_type(&self) -> Result<FloatType> {
-        Ok(match (self.backend, self.dtype) {
+        Ok(match (self.backend, self.dtype()) {
             (BackendName::Flex, _) | (_, WeightFormat::F32) => FloatType::F32,
             (_, WeightFormat::F16) => FloatType::F16,
             (_, WeightFormat::Bf16) => FloatType::Bf16,
@@ -159,8 +165,18 @@ impl DeviceArgs {
     /// own float tensors (f32 format) on GPU backends.
     pub fn weights(&self) -> WeightFormat {
         match self.backend {
-            BackendName::Flex => self.dtype,
+            BackendName::Flex => self.dtype(),
             _ => WeightFormat::F32,
+        }
+    }
+
+    /// As `weights`, for `checkpoint`: without `--dtype`, the format its file stores the
+    /// linear layers in (a GGUF file's `Q8_0`, `Q4_0`, f16 or bf16), which loads with no
+    /// conversion.
+    pub fn weights_for(&self, checkpoint: &Checkpoint) -> WeightFormat {
+        match (self.backend, self.dtype) {
+            (BackendName::Flex, None) => checkpoint.stored_format(),
+            _ => self.weights(),
         }
     }
 
@@ -173,7 +189,7 @@ impl DeviceArgs {
     /// type of the matrix products. `--dtype bf16` is mixed precision: f32 master weights,
     /// gradients, optimizer state and loss, products in bf16 (`Phi::with_matmul_dtype`).
     pub fn for_training(&self) -> Result<(DeviceArgs, Option<burn::tensor::FloatDType>)> {
-        let matmul = match self.dtype {
+        let matmul = match self.dtype() {
             WeightFormat::F32 => None,
             WeightFormat::Bf16 if self.backend == BackendName::Wgpu => {
                 anyhow::bail!("wgpu has no bf16 arithmetic: train in f32 there")
@@ -188,7 +204,7 @@ impl DeviceArgs {
             }
         };
         let run_on = DeviceArgs {
-            dtype: WeightFormat::F32,
+            dtype: Some(WeightFormat::F32),
             ..*self
         };
         Ok((run_on, matmul))

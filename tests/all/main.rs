@@ -14,6 +14,7 @@ mod export;
 mod finetune;
 mod fixtures;
 mod formats;
+mod gguf;
 mod golden;
 #[cfg(unix)]
 mod hostile_inputs;

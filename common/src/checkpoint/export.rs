@@ -89,7 +89,7 @@ fn safetensors_header(params: &[HfParam], dtype: StoredDType) -> Vec<u8> {
 }
 
 /// A parameter's values in transformers' layout (`[out, in]` for linear weights).
-fn hf_values<B: Backend>(model: &Phi<B>, part: Part, leaf: Leaf) -> Vec<f32> {
+pub(super) fn hf_values<B: Backend>(model: &Phi<B>, part: Part, leaf: Leaf) -> Vec<f32> {
     let body = &model.model;
     let linear = |l: &PhiLinear<B>| match leaf {
         Leaf::Weight => l.weight_out_in().into_data(),
@@ -135,7 +135,7 @@ fn hf_values<B: Backend>(model: &Phi<B>, part: Part, leaf: Leaf) -> Vec<f32> {
 }
 
 /// Writes `path` through a temporary sibling that is renamed over it only once complete.
-fn write_atomically(
+pub(super) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {

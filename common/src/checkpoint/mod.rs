@@ -1,4 +1,5 @@
-//! Checkpoints: Hugging Face weights in any published layout and format, in and out.
+//! Checkpoints: Hugging Face weights in any published layout and format, and llama.cpp's GGUF
+//! files, in and out.
 //!
 //! `Checkpoint::open` finds the files, reads their headers, tells the key layout and checks every
 //! tensor against the config before any weight is read, so a bad checkpoint fails at once with
@@ -7,6 +8,10 @@
 
 mod dtype;
 mod export;
+mod ggml_type;
+mod gguf_export;
+mod gguf_file;
+mod gguf_phi2;
 #[cfg(feature = "hub")]
 mod hub;
 mod layout;
@@ -24,6 +29,9 @@ use burn::prelude::*;
 
 pub use dtype::StoredDType;
 pub use export::save_hf;
+pub use ggml_type::GgmlType;
+pub use gguf_export::save_gguf;
+pub use gguf_file::{GgufFile, MetaValue};
 #[cfg(feature = "hub")]
 pub use hub::{HubOptions, resolve_hub};
 pub use layout::KeyLayout;
@@ -32,7 +40,10 @@ pub(crate) use weight_file::WeightFile;
 
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result, ShapeMismatch};
-use crate::model::{HfParam, Leaf, ParamSource, Part, Phi, PhiLinear, WeightFormat, hf_params};
+use crate::model::{
+    HfParam, Leaf, PackedWeight, ParamSource, Part, Phi, PhiLinear, WeightFormat, hf_params,
+};
+use crate::tokenizer::PhiTokenizer;
 
 /// An opened, checked checkpoint: config, files, layout, and where each parameter lives.
 pub struct Checkpoint {
@@ -45,13 +56,19 @@ pub struct Checkpoint {
     keys: HashMap<String, (usize, Vec<usize>)>,
     /// Each model parameter's location, in `hf_params` order.
     plan: Vec<(HfParam, Location)>,
+    /// The tokenizer a GGUF file carries, as tokenizer.json text.
+    embedded_tokenizer: Option<String>,
 }
 
 impl Checkpoint {
     /// Opens a model folder (config.json plus weights in any supported format and layout), or a
     /// single weights file with a config.json beside it.
+    /// A GGUF file carries its own config and tokenizer.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_file() && is_gguf(path) {
+            return Self::open_gguf(path);
+        }
         let dir = if path.is_dir() {
             path
         } else {
@@ -93,6 +110,22 @@ impl Checkpoint {
         Self::open_parsed(path.as_ref(), config, "the given config")
     }
 
+    /// Opens a GGUF file of llama.cpp's `phi2` architecture: the config from its metadata (keys
+    /// named in errors), its tensors under llama.cpp's names, its tokenizer where it has one.
+    fn open_gguf(path: &Path) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = gguf_phi2::config(&file)?;
+        let embedded_tokenizer = gguf_phi2::tokenizer_json(&file)?;
+        let origin = format!("{} (GGUF metadata)", path.display());
+        let mut checkpoint =
+            Self::assemble(path, vec![WeightFile::Gguf(file)], None, config, |config| {
+                config.validate(&origin)
+            })
+            .map_err(gguf_phi2::name_keys)?;
+        checkpoint.embedded_tokenizer = embedded_tokenizer;
+        Ok(checkpoint)
+    }
+
     /// Opens weights described by `config`, which may not be validated yet: its sizes are first
     /// compared with what the weights hold, then it is validated (`config_origin` naming it in
     /// errors), and only then is anything sized from it.
@@ -114,6 +147,20 @@ impl Checkpoint {
             .iter()
             .map(|p| WeightFile::open(p))
             .collect::<Result<Vec<_>>>()?;
+        Self::assemble(path, files, index, config, |config| {
+            config.validate(config_origin)
+        })
+    }
+
+    /// Indexes `files`, tells their layout and checks them against `config` (validated by
+    /// `validate` once its sizes agree with the weights).
+    fn assemble(
+        path: &Path,
+        files: Vec<WeightFile>,
+        index: Option<Vec<(String, PathBuf)>>,
+        config: PhiConfig,
+        validate: impl FnOnce(&PhiConfig) -> Result<()>,
+    ) -> Result<Self> {
         let mut keys: HashMap<String, (usize, Vec<usize>)> = HashMap::new();
         for (n, file) in files.iter().enumerate() {
             for (key, shape) in file.shapes() {
@@ -143,7 +190,7 @@ impl Checkpoint {
             )
         })?;
         check_sizes(&config, layout, &keys, &origin)?;
-        config.validate(config_origin)?;
+        validate(&config)?;
         let plan = Self::plan(&config, layout, &keys, &origin)?;
         let dir = if path.is_dir() {
             path.to_owned()
@@ -157,6 +204,7 @@ impl Checkpoint {
             files,
             keys,
             plan,
+            embedded_tokenizer: None,
         })
     }
 
@@ -232,15 +280,65 @@ impl Checkpoint {
         self.layout
     }
 
+    /// The model's tokenizer: the one a GGUF file carries, else the folder's tokenizer.json,
+    /// else the bundled one when the vocabulary is Phi's ([`PhiTokenizer::for_model`]).
+    pub fn tokenizer(&self) -> Result<Option<PhiTokenizer>> {
+        match &self.embedded_tokenizer {
+            Some(json) => {
+                let origin = format!("{} (GGUF tokenizer)", self.files[0].path().display());
+                PhiTokenizer::from_json(json, &origin).map(Some)
+            }
+            None => PhiTokenizer::for_model(&self.dir, self.config.vocab_size),
+        }
+    }
+
+    /// The format the checkpoint stores its linear layers in, as `load_as` can use it with no
+    /// conversion: a GGUF file's type for its first MLP weight when phi-zoo computes in that
+    /// type, else f32.
+    pub fn stored_format(&self) -> WeightFormat {
+        self.stored_type(Part::Fc1(0), Leaf::Weight)
+            .and_then(GgmlType::weight_format)
+            .unwrap_or(WeightFormat::F32)
+    }
+
+    /// The GGUF type a parameter is stored in, for GGUF checkpoints.
+    pub fn stored_type(&self, part: Part, leaf: Leaf) -> Option<GgmlType> {
+        let (_, location) = self.locate(part, leaf).ok()?;
+        let (file, _) = self.keys.get(&location.key)?;
+        self.files[*file].stored_type(&location.key)
+    }
+
     /// The weight files, in the order their tensors are looked up.
     pub fn files(&self) -> Vec<&Path> {
         self.files.iter().map(WeightFile::path).collect()
     }
 
-    /// The parameter `part.leaf` as f32 values in transformers' `[out, in]` layout.
-    pub fn read(&self, part: Part, leaf: Leaf) -> Result<(Vec<f32>, Vec<usize>)> {
-        let (param, location) = self
-            .plan
+    /// The weight of `part` as it is stored, when the file stores it in `format` (a GGUF tensor
+    /// of that type): used as it is, with no conversion.
+    fn read_stored_as(&self, part: Part, format: WeightFormat) -> Result<Option<PackedWeight>> {
+        let (param, location) = self.locate(part, Leaf::Weight)?;
+        let (file, _) = &self.keys[&location.key];
+        let file = &self.files[*file];
+        if file
+            .stored_type(&location.key)
+            .and_then(GgmlType::weight_format)
+            != Some(format)
+        {
+            return Ok(None);
+        }
+        let Some((_, bytes)) = file.read_stored(&location.key, location.rows.clone())? else {
+            return Ok(None);
+        };
+        let [rows, cols] = param.shape[..] else {
+            return Ok(None);
+        };
+        PackedWeight::from_bytes(format, [rows, cols], bytes)
+            .map(Some)
+            .map_err(|e| PhiError::weights(file.path(), Some(&location.key), e.to_string()))
+    }
+
+    fn locate(&self, part: Part, leaf: Leaf) -> Result<&(HfParam, Location)> {
+        self.plan
             .iter()
             .find(|(p, _)| p.part == part && p.leaf == leaf)
             .ok_or_else(|| {
@@ -249,7 +347,12 @@ impl Checkpoint {
                     part.v3_module(),
                     leaf.suffix()
                 ))
-            })?;
+            })
+    }
+
+    /// The parameter `part.leaf` as f32 values in transformers' `[out, in]` layout.
+    pub fn read(&self, part: Part, leaf: Leaf) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (param, location) = self.locate(part, leaf)?;
         let (file, _) = &self.keys[&location.key];
         let values = self.files[*file].read_f32(&location.key, location.rows.clone())?;
         Ok((values, param.shape.clone()))
@@ -390,9 +493,14 @@ impl<B: Backend> ParamSource<B> for CheckpointParams<'_, B> {
     }
 
     fn linear(&mut self, part: Part, d_in: usize, d_out: usize) -> Result<PhiLinear<B>> {
+        let bias = self.tensor(part, Leaf::Bias)?;
+        if self.format.is_packed()
+            && let Some(packed) = self.checkpoint.read_stored_as(part, self.format)?
+        {
+            return Ok(PhiLinear::from_packed(packed, bias, &self.device));
+        }
         // The load plan has checked the stored shape is [d_out, d_in].
         let (weight, _) = self.checkpoint.read(part, Leaf::Weight)?;
-        let bias = self.tensor(part, Leaf::Bias)?;
         if self.format == WeightFormat::F32 {
             return Ok(PhiLinear::from_hf(
                 weight,
@@ -419,4 +527,19 @@ impl<B: Backend> ParamSource<B> for CheckpointParams<'_, B> {
             weight: Param::from_tensor(self.tensor(part, Leaf::Weight)?),
         })
     }
+}
+
+/// Whether `path` is named `.gguf` or begins with GGUF's magic number.
+fn is_gguf(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return true;
+    }
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && &head == gguf_file::MAGIC
 }

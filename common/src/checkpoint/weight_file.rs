@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::ggml_type::GgmlType;
+use super::gguf_file::{self, GgufFile};
 use super::pytorch_file::PytorchFile;
 use super::safetensors_file::SafetensorsFile;
 use crate::error::{PhiError, Result};
@@ -16,6 +18,8 @@ pub enum WeightFile {
     Safetensors(SafetensorsFile),
     /// A PyTorch `.bin` file (zip or legacy form).
     Pytorch(PytorchFile),
+    /// A GGUF file (llama.cpp's), which also carries the config and tokenizer.
+    Gguf(GgufFile),
 }
 
 impl WeightFile {
@@ -31,6 +35,7 @@ impl WeightFile {
             let opened = match format {
                 Format::Safetensors => SafetensorsFile::open(path).map(Self::Safetensors),
                 Format::Pytorch => PytorchFile::open(path).map(Self::Pytorch),
+                Format::Gguf => GgufFile::open(path).map(Self::Gguf),
             };
             match opened {
                 Ok(file) => return Ok(file),
@@ -54,6 +59,7 @@ impl WeightFile {
         match self {
             Self::Safetensors(f) => f.path(),
             Self::Pytorch(f) => f.path(),
+            Self::Gguf(f) => f.path(),
         }
     }
 
@@ -63,6 +69,7 @@ impl WeightFile {
         match self {
             Self::Safetensors(f) => f.shapes().map(own).collect(),
             Self::Pytorch(f) => f.shapes().map(own).collect(),
+            Self::Gguf(f) => f.shapes().map(own).collect(),
         }
     }
 
@@ -71,6 +78,28 @@ impl WeightFile {
         match self {
             Self::Safetensors(f) => f.read_f32(key, rows),
             Self::Pytorch(f) => f.read_f32(key, rows),
+            Self::Gguf(f) => f.read_f32(key, rows),
+        }
+    }
+
+    /// A tensor's (or its rows') bytes as stored, when the file stores it in a type phi-zoo
+    /// computes with as it is (GGUF's F16, BF16, `Q8_0`, `Q4_0`): `None` for other files.
+    pub fn read_stored(
+        &self,
+        key: &str,
+        rows: Option<Range<usize>>,
+    ) -> Result<Option<(GgmlType, Vec<u8>)>> {
+        match self {
+            Self::Gguf(f) => f.read_stored(key, rows).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// A tensor's stored type, for GGUF files.
+    pub fn stored_type(&self, key: &str) -> Option<GgmlType> {
+        match self {
+            Self::Gguf(f) => f.tensor_type(key),
+            _ => None,
         }
     }
 }
@@ -81,6 +110,8 @@ enum Format {
     Safetensors,
     /// PyTorch's `torch.save`: a zip archive, or (before PyTorch 1.6) a sequence of pickles.
     Pytorch,
+    /// llama.cpp's GGUF.
+    Gguf,
 }
 
 impl Format {
@@ -88,6 +119,7 @@ impl Format {
         match self {
             Self::Safetensors => "safetensors",
             Self::Pytorch => "a PyTorch file",
+            Self::Gguf => "GGUF",
         }
     }
 
@@ -96,6 +128,7 @@ impl Format {
         match path.extension()?.to_str()? {
             "safetensors" => Some(Self::Safetensors),
             "bin" | "pt" | "pth" | "ckpt" => Some(Self::Pytorch),
+            "gguf" => Some(Self::Gguf),
             _ => None,
         }
     }
@@ -104,7 +137,8 @@ impl Format {
 /// The formats `path` may hold, likeliest first. Its first bytes rule formats in or out:
 /// - safetensors: a little-endian u64 header length that fits in the file, then `{`;
 /// - PyTorch zip: a zip local file header, `PK\x03\x04`;
-/// - PyTorch legacy pickle: the PROTO opcode 0x80 and a protocol number 2..=5.
+/// - PyTorch legacy pickle: the PROTO opcode 0x80 and a protocol number 2..=5;
+/// - GGUF: `GGUF`.
 ///
 /// When the content allows both, the file's name goes first. When it allows neither, the
 /// name's format (or safetensors) is tried alone so that its own error explains the file.
@@ -128,9 +162,11 @@ fn candidate_formats(path: &Path) -> Result<Vec<Format>> {
     };
     let pytorch = head.starts_with(b"PK\x03\x04")
         || (head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]));
+    let gguf = head.starts_with(gguf_file::MAGIC);
     let mut formats: Vec<Format> = [
         (Format::Safetensors, safetensors),
         (Format::Pytorch, pytorch),
+        (Format::Gguf, gguf),
     ]
     .into_iter()
     .filter_map(|(format, possible)| possible.then_some(format))
