@@ -114,6 +114,29 @@ pub(crate) fn attended_slots<B: Backend>(filled: usize, slots: usize) -> Option<
     Some(bucket_end.min(slots).max(filled))
 }
 
+/// `stored` (a layer's cached keys or values, `[batch, heads, capacity, dim]`) with `new`
+/// written at slots `start..start + seq`. On the CPU backend in the cache's own memory
+/// (`cpu::cache_write`: burn-flex's `slice_assign` copies the whole buffer); elsewhere burn's
+/// `slice_assign`, in place when the handle is the only one.
+pub(crate) fn write_cache_slots<B: Backend>(
+    stored: Tensor<B, 4>,
+    start: usize,
+    new: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if is_cpu::<B>() && !B::ad_enabled(&stored.device()) && stored.dtype() == DType::F32 {
+        // No clone of `stored` may live while it is written, or it is copied first.
+        return cpu::cache_write::write(stored, start, new.cast(DType::F32))
+            .expect("the CPU backend's tensors");
+    }
+    slice_cache(stored, start, new)
+}
+
+fn slice_cache<B: Backend>(stored: Tensor<B, 4>, start: usize, new: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [batch, heads, seq, dim] = new.dims();
+    stored.slice_assign([0..batch, 0..heads, start..start + seq, 0..dim], new)
+}
+
 /// Slots a KV cache for `capacity` positions allocates per row on `B`: on GPU backends a whole
 /// number of [`DECODE_BUCKET`]s, so attention always reads a whole number of buckets. (cubecl
 /// 0.10's autotune, having tuned a product for 256 keys, launched the same kernel for 202,

@@ -7,6 +7,8 @@
 //! keeps the generic tensor code they replace.
 
 pub(crate) mod attention;
+#[cfg(feature = "flex")]
+pub(crate) mod cache_write;
 #[cfg(all(feature = "train", feature = "flex"))]
 pub(crate) mod cross_entropy;
 #[cfg(feature = "flex")]
