@@ -31,7 +31,7 @@ pub use generation::{
 pub use lora::{LoraConfig, LoraTarget, PhiAdapters};
 pub use model::{
     AdaptedPhi, Adapters, Input, KvCache, LanguageModel, Options, PackedWeight, ParamSource, Phi,
-    PhiLinear, PhiModel, Projection, WeightFormat,
+    PhiLinear, PhiModel, Projection, TokenEmbedding, WeightFormat,
 };
 pub use tokenizer::PhiTokenizer;
 #[cfg(feature = "train")]

@@ -14,18 +14,18 @@ const BLOCK_FIXTURE: &str = "tiny_p05";
 /// The largest |Δ| against transformers' f32 logits each format may give on the fixtures: about
 /// 1.5 to 2 times the largest measured (`every_format_matches_transformers_within_its_tolerance`
 /// prints them; the fixtures' logits reach ±4 to ±7). Measured: f16 6.4e-3, bf16 3.4e-2, Q8_0
-/// 6.9e-2 and Q4_0 1.1 (both on `tiny_p05`). The fixtures' weights are drawn wide (std 0.25 in
-/// the head) so that convention errors show; there, one 32-value row per block and Q8_0's step
-/// of max/127 move a single layer's logits by 2-4e-2 (each layer measured alone), Q4_0's step
-/// of max/8 by ten times more. These are the formats' precision, not the kernels' (which are
-/// exact on the dequantized weights, `ops::cpu::packed`).
+/// 9.6e-2 and Q4_0 1.4 (both on `tiny_p05`, the token embedding quantized too). The fixtures'
+/// weights are drawn wide (std 0.25 in the head) so that convention errors show; there, one
+/// 32-value row per block and Q8_0's step of max/127 move a single layer's logits by 2-4e-2
+/// (each layer measured alone), Q4_0's step of max/8 by ten times more. These are the formats'
+/// precision, not the kernels' (which are exact on the dequantized weights, `ops::cpu::packed`).
 fn tolerance(format: WeightFormat) -> f32 {
     match format {
         WeightFormat::F32 => 1e-4,
         WeightFormat::F16 => 1.5e-2,
         WeightFormat::Bf16 => 7e-2,
-        WeightFormat::Q8_0 => 0.1,
-        WeightFormat::Q4_0 => 2.0,
+        WeightFormat::Q8_0 => 0.15,
+        WeightFormat::Q4_0 => 2.5,
     }
 }
 

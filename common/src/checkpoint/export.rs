@@ -112,7 +112,7 @@ pub(super) fn hf_values<B: Backend>(model: &Phi<B>, part: Part, leaf: Leaf) -> V
                 .expect("every linear part is a projection");
             linear(layer(i).projection(projection))
         }
-        Part::Embed => body.embed_tokens.weight.val().into_data(),
+        Part::Embed => body.embed_tokens.table().into_data(),
         Part::InputNorm(i) => norm(&layer(i).input_layernorm),
         Part::QNorm(i) => norm(
             layer(i)

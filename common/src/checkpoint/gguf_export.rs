@@ -128,6 +128,7 @@ fn tensor_bytes<B: Backend>(model: &Phi<B>, param: &HfParam, ty: GgmlType, out: 
 /// The packed weight of a linear part, if the model keeps it packed.
 fn packed_weight<B: Backend>(model: &Phi<B>, part: Part) -> Option<&PackedWeight> {
     let linear = match part {
+        Part::Embed => return model.model.embed_tokens.packed.as_deref(),
         Part::Head => &model.lm_head,
         _ => {
             let (i, projection) = part.projection()?;

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 pub use dtype::StoredDType;
@@ -41,7 +41,8 @@ pub(crate) use weight_file::WeightFile;
 use crate::config::PhiConfig;
 use crate::error::{PhiError, Result, ShapeMismatch};
 use crate::model::{
-    HfParam, Leaf, PackedWeight, ParamSource, Part, Phi, PhiLinear, WeightFormat, hf_params,
+    HfParam, Leaf, PackedWeight, ParamSource, Part, Phi, PhiLinear, TokenEmbedding, WeightFormat,
+    hf_params,
 };
 use crate::tokenizer::PhiTokenizer;
 
@@ -522,10 +523,20 @@ impl<B: Backend> ParamSource<B> for CheckpointParams<'_, B> {
         Ok(norm)
     }
 
-    fn embedding(&mut self, part: Part, _: usize, _: usize) -> Result<Embedding<B>> {
-        Ok(Embedding {
-            weight: Param::from_tensor(self.tensor(part, Leaf::Weight)?),
-        })
+    fn embedding(&mut self, part: Part, _: usize, _: usize) -> Result<TokenEmbedding<B>> {
+        // Packed beside quantized linear layers, as GGUF files store it (a GGUF table of that
+        // type is used as stored).
+        let format = self.format.embedding_format();
+        if format.is_packed() {
+            if let Some(packed) = self.checkpoint.read_stored_as(part, format)? {
+                return Ok(TokenEmbedding::from_packed(packed, &self.device));
+            }
+            let (values, shape) = self.checkpoint.read(part, Leaf::Weight)?;
+            let packed = PackedWeight::pack(&values, [shape[0], shape[1]], format)
+                .map_err(|e| PhiError::Input(format!("{}.weight: {e}", part.v3_module())))?;
+            return Ok(TokenEmbedding::from_packed(packed, &self.device));
+        }
+        Ok(TokenEmbedding::new(self.tensor(part, Leaf::Weight)?))
     }
 }
 

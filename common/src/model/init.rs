@@ -1,11 +1,11 @@
 //! Fresh parameters for a model trained from scratch, initialised as transformers' `PhiPreTrainedModel`
 //! does: normal(0, initializer_range) weights, zero biases, LayerNorms at identity.
 
-use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use super::embedding::TokenEmbedding;
 use super::linear::PhiLinear;
 use super::packed::WeightFormat;
 use super::params::{ParamSource, Part};
@@ -44,10 +44,12 @@ impl<B: Backend> ParamSource<B> for FreshInit<B> {
             .init(&self.device))
     }
 
-    fn embedding(&mut self, _: Part, vocab: usize, dim: usize) -> Result<Embedding<B>> {
+    fn embedding(&mut self, _: Part, vocab: usize, dim: usize) -> Result<TokenEmbedding<B>> {
         let normal = Distribution::Normal(0.0, self.std);
-        Ok(Embedding {
-            weight: Param::from_tensor(Tensor::random([vocab, dim], normal, &self.device)),
-        })
+        Ok(TokenEmbedding::new(Tensor::random(
+            [vocab, dim],
+            normal,
+            &self.device,
+        )))
     }
 }

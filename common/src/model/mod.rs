@@ -8,6 +8,7 @@
 mod adapters;
 mod block;
 mod cache;
+mod embedding;
 mod init;
 mod linear;
 pub(crate) mod ops;
@@ -18,13 +19,14 @@ mod positions;
 pub mod profile;
 mod rotary;
 
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm};
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
 pub use adapters::{Adapters, Projection};
 pub use block::{PhiAttention, PhiDecoderLayer, PhiMlp};
 pub use cache::KvCache;
+pub use embedding::TokenEmbedding;
 pub(crate) use init::FreshInit;
 pub use linear::PhiLinear;
 pub use packed::{PackedWeight, WeightFormat};
@@ -41,7 +43,7 @@ use positions::Positions;
 #[derive(Module, Debug)]
 pub struct PhiModel<B: Backend> {
     /// Token embeddings, `[vocab, hidden]`.
-    pub embed_tokens: Embedding<B>,
+    pub embed_tokens: TokenEmbedding<B>,
     /// Dropout on the embeddings (training only).
     pub embed_dropout: Dropout,
     /// The decoder blocks.
@@ -157,6 +159,8 @@ impl<B: Backend> Phi<B> {
             }
         }
         self.lm_head = self.lm_head.into_format(format)?;
+        let embedding = format.embedding_format();
+        self.model.embed_tokens = self.model.embed_tokens.into_format(embedding)?;
         Ok(self)
     }
 

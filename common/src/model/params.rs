@@ -3,10 +3,11 @@
 //! cannot disagree about what a Phi checkpoint holds; `ParamSource` is how a model being built
 //! asks for them.
 
-use burn::nn::{Embedding, LayerNorm};
+use burn::nn::LayerNorm;
 use burn::prelude::*;
 
 use super::adapters::Projection;
+use super::embedding::TokenEmbedding;
 use super::linear::PhiLinear;
 use crate::config::PhiConfig;
 use crate::error::Result;
@@ -20,7 +21,7 @@ pub trait ParamSource<B: Backend> {
     /// A LayerNorm over `dim` channels.
     fn layer_norm(&mut self, part: Part, dim: usize, eps: f64) -> Result<LayerNorm<B>>;
     /// The token embedding, `[vocab, dim]`.
-    fn embedding(&mut self, part: Part, vocab: usize, dim: usize) -> Result<Embedding<B>>;
+    fn embedding(&mut self, part: Part, vocab: usize, dim: usize) -> Result<TokenEmbedding<B>>;
 }
 
 /// One module of the model that owns parameters.
