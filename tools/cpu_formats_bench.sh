@@ -10,7 +10,7 @@
 # from `convert_hf_to_gguf.py --outtype f32` and `$GGUF-{f16,q8_0,q4_0}.gguf` from
 # `llama-quantize`; LLAMA_BIN: where `llama-bench` is (built with -DGGML_NATIVE=ON); PYTHON: one
 # with `mistralrs` (tools/mistralrs_bench.py; mistral.rs has no f16 CPU type here, so f16 is
-# skipped for it). Prompt 512 tokens, 64 new, 2 threads (llama.cpp's `-t 2`; phi-zoo and mistral.rs
+# skipped for it; MISTRAL_RUNS timed requests, default 2). Prompt 512 tokens, 64 new, 2 threads (llama.cpp's `-t 2`; phi-zoo and mistral.rs
 # use every core). phi-zoo runs from $MODEL with `--dtype`, so it packs at load as llama.cpp's
 # quantizer would. Needs `cargo build --release --example bench`.
 set -euo pipefail
@@ -37,7 +37,7 @@ import json, sys
 d = json.load(sys.stdin)
 print(f\"{'$t':<6} {'phi-zoo':<10} {d['prefill_tokens_per_s']:10.2f} {d['decode_tokens_per_s']:10.2f} {d['peak_rss_bytes'] / 2**30:8.2f}\")"
   if [ "$t" != f16 ]; then
-    "$PYTHON" tools/mistralrs_bench.py --model "$MODEL" --quant "$t" 2>/dev/null | "$PYTHON" -c "
+    "$PYTHON" tools/mistralrs_bench.py --model "$MODEL" --quant "$t" --runs "${MISTRAL_RUNS:-2}" 2>/dev/null | "$PYTHON" -c "
 import json, sys
 d = json.loads(sys.stdin.read().strip().splitlines()[-1])
 print(f\"{'$t':<6} {'mistral.rs':<10} {d['prefill_tokens_per_s']:10.2f} {d['decode_tokens_per_s']:10.2f} {d['peak_rss_bytes'] / 2**30:8.2f}\")"
