@@ -5,7 +5,8 @@
 //! per step: burn's matmul took 2.2× the one-row time at 4 rows and 3.6× at 16 for phi-1.5 on 2
 //! cores, where the weight is read once either way. Here every task takes a block of output
 //! rows, keeps each weight row in L1 while every input row is multiplied with it (tiles of 2
-//! outputs × 4 inputs, AVX2 FMA when the CPU has it, found at run time), and the blocks run in
+//! outputs × 4 inputs, or 4 outputs for one or two inputs, AVX2 FMA when the CPU has it, found
+//! at run time), and the blocks run in
 //! parallel. Each (output, row) dot product is the same sequence of operations whatever the
 //! number of rows or the tile it falls in, so a row's result does not depend on the batch it is
 //! in: batched decoding gives what decoding alone gives, bit for bit.
@@ -190,18 +191,25 @@ fn products<W: WeightRows>(w: &W, x: &[f32], rows: usize, d_in: usize, out: &mut
     portable::products(w, x, rows, d_in, out);
 }
 
-/// Tiles of up to 2 outputs × 4 rows, the remainders in smaller tiles of the same kernel.
+/// Tiles of up to 2 outputs × 4 rows (4 outputs for one or two rows, whose tiles would
+/// otherwise run only two chains of dependent multiply-adds), the remainders in smaller tiles of
+/// the same kernel. Each (output, row) sum takes the same additions in any tile.
 macro_rules! tiled {
     ($tile:ident, $w:expr, $x:expr, $rows:expr, $d_in:expr, $out:expr) => {{
         let (w, x, rows, d_in, out) = ($w, $x, $rows, $d_in, $out);
         let outputs = out.len() / rows;
+        let widest = if rows <= 2 { 4 } else { 2 };
         let mut o = 0;
         while o < outputs {
-            let o_n = (outputs - o).min(2);
+            let o_n = (outputs - o).min(widest);
             let mut r = 0;
             while r < rows {
                 let r_n = (rows - r).min(4);
                 let sums = match (o_n, r_n) {
+                    (4, 2) => $tile::<4, 2, _>(w, x, d_in, o, r),
+                    (4, 1) => $tile::<4, 1, _>(w, x, d_in, o, r),
+                    (3, 2) => $tile::<3, 2, _>(w, x, d_in, o, r),
+                    (3, 1) => $tile::<3, 1, _>(w, x, d_in, o, r),
                     (2, 4) => $tile::<2, 4, _>(w, x, d_in, o, r),
                     (2, 3) => $tile::<2, 3, _>(w, x, d_in, o, r),
                     (2, 2) => $tile::<2, 2, _>(w, x, d_in, o, r),
@@ -229,9 +237,9 @@ fn finish<const O: usize, const R: usize, W: WeightRows>(
     acc: [[[f32; LANES]; R]; O],
     (w, x, d_in, o, r): (&W, &[f32], usize, usize, usize),
     fused: bool,
-) -> [[f32; 4]; 2] {
+) -> [[f32; 4]; 4] {
     let body = d_in - d_in % LANES;
-    let mut sums = [[0.0f32; 4]; 2];
+    let mut sums = [[0.0f32; 4]; 4];
     for (a, row_acc) in acc.iter().enumerate() {
         for (b, lanes) in row_acc.iter().enumerate() {
             let mut s = sum_lanes(lanes);
@@ -276,7 +284,7 @@ mod avx2 {
         d_in: usize,
         o: usize,
         r: usize,
-    ) -> [[f32; 4]; 2] {
+    ) -> [[f32; 4]; 4] {
         assert!(o + O <= w.outputs() && (r + R) * d_in <= x.len());
         let body = d_in - d_in % LANES;
         let mut acc = [[_mm256_setzero_ps(); R]; O];
@@ -351,7 +359,7 @@ pub(super) mod portable {
         d_in: usize,
         o: usize,
         r: usize,
-    ) -> [[f32; 4]; 2] {
+    ) -> [[f32; 4]; 4] {
         let body = d_in - d_in % LANES;
         let mut acc = [[[0.0f32; LANES]; R]; O];
         for i in (0..body).step_by(LANES) {
