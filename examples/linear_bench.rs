@@ -2,8 +2,10 @@
 //! against the plain product `x·W + b` on the same weights, for the row counts of decoding and
 //! prefill.
 //!
-//! `cargo run --release --example linear_bench [-- --d-in 2048 --d-out 8192]`
-//! (default: phi-1.5's fc1). Figures are ratios within one run; the machine is noisy.
+//! `cargo run --release --example linear_bench [-- --d-in 2048 --d-out 8192 --dtype q8_0]`
+//! (default: phi-1.5's fc1 in f32). With `--dtype` the layer's weight is packed in that format
+//! and the plain product runs on the f32 weight it dequantizes to (what a prompt's product did
+//! before the integer kernels). Figures are ratios within one run; the machine is noisy.
 
 use std::time::Instant;
 
@@ -11,8 +13,8 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::linear;
 use clap::Parser;
-use phi_zoo::PhiLinear;
 use phi_zoo::backend::Cpu;
+use phi_zoo::{PhiLinear, WeightFormat};
 
 #[derive(Parser)]
 struct Args {
@@ -23,6 +25,9 @@ struct Args {
     /// Row counts to time.
     #[arg(long, value_delimiter = ',', default_value = "1,2,8,32,512")]
     rows: Vec<usize>,
+    /// The layer's weight format: f32, f16, bf16, q8_0, q4_0.
+    #[arg(long, default_value = "f32")]
+    dtype: WeightFormat,
 }
 
 /// Mean seconds per call, after one untimed call.
@@ -40,8 +45,12 @@ fn main() {
     let device = Default::default();
     let weight = Tensor::<Cpu, 2>::random([args.d_out, args.d_in], Distribution::Default, &device);
     let bias = Tensor::<Cpu, 1>::random([args.d_out], Distribution::Default, &device);
-    let layer = PhiLinear::from_out_in(weight, bias);
-    let weight_gb = (args.d_in * args.d_out * 4) as f64 / 1e9;
+    let layer = PhiLinear::from_out_in(weight, bias)
+        .into_format(args.dtype)
+        .expect("a shape of whole blocks");
+    // The plain product's f32 weight: the packed one dequantized.
+    let plain_layer = layer.clone().into_format(WeightFormat::F32).expect("f32");
+    let weight_gb = (args.dtype.row_bytes(args.d_in) * args.d_out) as f64 / 1e9;
     println!(
         "{:>6} {:>12} {:>12} {:>8} {:>14}",
         "rows", "plain ms", "phi-zoo ms", "speedup", "phi-zoo GB/s"
@@ -50,7 +59,11 @@ fn main() {
         let x = Tensor::<Cpu, 2>::random([rows, args.d_in], Distribution::Default, &device);
         let reps = if rows >= 256 { 3 } else { 30 };
         let plain = seconds(reps, || {
-            linear(x.clone(), layer.weight.val(), Some(layer.bias.val()))
+            linear(
+                x.clone(),
+                plain_layer.weight.val(),
+                Some(plain_layer.bias.val()),
+            )
         });
         let ours = seconds(reps, || layer.forward_2d(x.clone()));
         println!(

@@ -9,8 +9,9 @@
 //! and GPU matmuls gain nothing from the view.
 //!
 //! For inference on the CPU a weight can instead be packed (f16, bf16, `Q8_0`, `Q4_0`:
-//! `model::packed`): decode steps then read the packed bytes in place (`ops::packed_few_rows`),
-//! and longer inputs multiply by the f32 weight it dequantizes to, for that call only.
+//! `model::packed`): decode steps then read the packed bytes in place (`ops::packed_few_rows`);
+//! longer inputs multiply `Q8_0` and `Q4_0` weights in integers, and f16 and bf16 ones converted
+//! a tile of rows at a time (`ops::packed_many_rows`).
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -238,15 +239,22 @@ impl<B: Backend> PhiLinear<B> {
         let [rows, d_in] = x.dims();
         if let Some(packed) = &self.packed {
             // Up to 32 rows (decode steps, batches of them) read the packed weight in place;
-            // prefill multiplies by the dequantized f32 weight, which lives for this call.
-            if rows <= FEW_ROWS
-                && let Some(y) = ops::packed_few_rows(&x, packed, self.bias.val())
-            {
-                return y;
-            }
-            return self.unpacked(packed).forward_2d(x);
+            // a prompt's kernel converts it by tiles; elsewhere (GPU backends, autodiff) the
+            // dequantized f32 weight lives for this call.
+            let y = if rows <= FEW_ROWS {
+                ops::packed_few_rows(&x, packed, self.bias.val())
+            } else {
+                ops::packed_many_rows(&x, packed, self.bias.val())
+            };
+            return y.unwrap_or_else(|| self.unpacked(packed).forward_2d(x));
         }
         let d_out = self.weight.shape().dims::<2>()[1];
+        // Inference in f32 on a prompt: AVX-512 where the CPU has it (burn's matmul runs AVX2).
+        if rows > FEW_ROWS
+            && let Some(y) = ops::many_rows_linear(&x, self.weight.val(), self.bias.val())
+        {
+            return y;
+        }
         if rows > FEW_ROWS || !d_out.is_multiple_of(WEIGHT_BLOCKS) || !ops::is_cpu::<B>() {
             return linear(x, self.weight.val(), Some(self.bias.val()));
         }
@@ -321,6 +329,54 @@ mod tests {
                     .fold(0.0, f32::max);
                 assert!(d < 1e-5, "{rows} rows, {d_in}→{d_out}: {d}");
             }
+        }
+    }
+
+    /// A prompt's product (more than `FEW_ROWS` rows) over an f16 or bf16 weight is the f32
+    /// layer's over the converted weight, bit for bit; over `Q8_0` and `Q4_0` it is close to it
+    /// (integers over quantized inputs); a row gives the same bits alone in a prompt-sized call.
+    #[test]
+    fn prompt_products_over_packed_weights() {
+        let device = Default::default();
+        let (d_in, d_out, rows) = (64, 45, FEW_ROWS + 9);
+        let values: Vec<f32> = (0..d_in * d_out).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bias = Tensor::<B, 1>::random([d_out], Distribution::Default, &device);
+        let x = Tensor::<B, 2>::random([rows, d_in], Distribution::Default, &device);
+        let twice = Tensor::cat(vec![x.clone(), x.clone()], 0);
+        for format in WeightFormat::ALL {
+            let packed = PhiLinear::<B>::packed_from_hf(
+                &values,
+                [d_out, d_in],
+                format,
+                bias.clone(),
+                &device,
+            )
+            .unwrap();
+            let converted = packed.clone().into_format(WeightFormat::F32).unwrap();
+            let ours: Vec<f32> = packed.forward_2d(x.clone()).into_data().to_vec().unwrap();
+            let f32_layer: Vec<f32> = converted
+                .forward_2d(x.clone())
+                .into_data()
+                .to_vec()
+                .unwrap();
+            if matches!(format, WeightFormat::Q8_0 | WeightFormat::Q4_0) {
+                let d = ours
+                    .iter()
+                    .zip(&f32_layer)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(d < 1e-3, "{format}: {d}");
+            } else {
+                assert_eq!(ours, f32_layer, "{format}");
+            }
+            // Each row of a doubled prompt gives what it gave in the prompt.
+            let doubled: Vec<f32> = packed
+                .forward_2d(twice.clone())
+                .into_data()
+                .to_vec()
+                .unwrap();
+            assert_eq!(doubled[..rows * d_out], ours[..], "{format}: first copy");
+            assert_eq!(doubled[rows * d_out..], ours[..], "{format}: second copy");
         }
     }
 }

@@ -51,6 +51,25 @@ pub(crate) fn few_rows_linear<B: Backend>(
     }
 }
 
+/// `x·W + b` for `x: [rows, in]` with many rows (a prompt) and `weight` in `PhiLinear`'s CPU
+/// layout, when the CPU kernel applies (`None`: the caller's tensor code runs).
+pub(crate) fn many_rows_linear<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+) -> Option<Tensor<B, 2>> {
+    if !kernels_apply(x) || weight.dtype() != DType::F32 || bias.dtype() != DType::F32 {
+        return None;
+    }
+    #[cfg(feature = "flex")]
+    return cpu::many_rows::linear(x.clone(), weight, bias);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, bias);
+        None
+    }
+}
+
 /// `x·Wᵀ + b` for `x: [rows, in]` and a packed weight, when the CPU kernel applies (`None`:
 /// the caller multiplies by the dequantized weight).
 pub(crate) fn packed_few_rows<B: Backend>(
@@ -63,6 +82,25 @@ pub(crate) fn packed_few_rows<B: Backend>(
     }
     #[cfg(feature = "flex")]
     return Some(cpu::packed::linear(x.clone(), weight, bias));
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, bias);
+        None
+    }
+}
+
+/// `x·Wᵀ + b` for `x: [rows, in]` with many rows (a prompt) and a packed weight, when the CPU
+/// kernel applies (`None`: the caller multiplies by the dequantized weight).
+pub(crate) fn packed_many_rows<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &super::packed::PackedWeight,
+    bias: Tensor<B, 1>,
+) -> Option<Tensor<B, 2>> {
+    if !kernels_apply(x) || bias.dtype() != DType::F32 {
+        return None;
+    }
+    #[cfg(feature = "flex")]
+    return Some(cpu::packed::many_rows_linear(x.clone(), weight, bias));
     #[cfg(not(feature = "flex"))]
     {
         let _ = (weight, bias);

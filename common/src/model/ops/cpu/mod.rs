@@ -17,9 +17,13 @@ pub(crate) mod decode_attention;
 pub(crate) mod few_rows;
 pub(crate) mod gelu;
 #[cfg(feature = "flex")]
+pub(crate) mod many_rows;
+#[cfg(feature = "flex")]
 pub(crate) mod packed;
 #[cfg(feature = "flex")]
 pub(crate) mod quant_dot;
+#[cfg(feature = "flex")]
+pub(crate) mod quant_gemm;
 pub(crate) mod rotary;
 
 use burn::prelude::*;

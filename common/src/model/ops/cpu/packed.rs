@@ -11,7 +11,33 @@ use super::LANES;
 use super::few_rows::{BLOCK, WeightRows, rows_times};
 use crate::model::packed::{PackedWeight, WeightFormat};
 
-/// `x·Wᵀ + b` for `x: [rows, in]` (f32) and a packed `[out, in]` weight, `[rows, out]`.
+/// `x·Wᵀ + b` for `x: [rows, in]` (f32, many rows: a prompt) and a packed `[out, in]` weight:
+/// `Q8_0` and `Q4_0` in integers (`quant_gemm`), the float formats converted a tile of rows at a
+/// time into the f32 product (`many_rows`).
+pub(crate) fn many_rows_linear<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: &PackedWeight,
+    bias: Tensor<B, 1>,
+) -> Tensor<B, 2> {
+    let device = x.device();
+    let [rows, d_in] = x.dims();
+    let [d_out, _] = weight.dims();
+    let (x, b) = (super::host_f32(x), super::host_f32(bias));
+    let y = match weight.format() {
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
+            let x = super::quant_dot::QuantizedRows::new(&x, rows, d_in);
+            super::quant_gemm::products(weight, &x, rows, &b)
+        }
+        WeightFormat::F32 | WeightFormat::F16 | WeightFormat::Bf16 => {
+            let row = |o: usize, out: &mut [f32]| weight.dequantize_row(o, out);
+            super::many_rows::products(&x, rows, d_in, d_out, row, &b)
+        }
+    };
+    Tensor::from_data(TensorData::new(y, [rows, d_out]), &device)
+}
+
+/// `x·Wᵀ + b` for `x: [rows, in]` (f32, a few rows: decoding) and a packed `[out, in]` weight,
+/// `[rows, out]`.
 pub(crate) fn linear<B: Backend>(
     x: Tensor<B, 2>,
     weight: &PackedWeight,

@@ -27,6 +27,12 @@ use rayon::prelude::*;
 use super::{LANES, sum_lanes};
 use crate::model::packed::{PackedWeight, QK, WeightFormat, scale};
 
+/// Bytes ahead of a block that a product asks the memory for: decoding reads each weight once,
+/// from memory, and the hardware prefetcher alone kept too few lines in flight (phi-1.5 Q8_0
+/// decode on 2 Zen 5 cores: 23.5-24.3 tokens/s without, 27.5-28.3 with 6 KiB, 25.8 with 4).
+/// Past a row's end it fetches the next row, which the task reads next.
+const PREFETCH: usize = 6144;
+
 /// Output rows per parallel task.
 const OUTPUTS_PER_TASK: usize = 64;
 
@@ -62,6 +68,18 @@ impl QuantizedRows {
     fn block(&self, row: usize, b: usize) -> usize {
         row * self.blocks + b
     }
+
+    /// Row `row`'s block `b`: its 32 integers and its scale.
+    pub(crate) fn block_values(&self, row: usize, b: usize) -> (&[i16], f32) {
+        let at = self.block(row, b);
+        (&self.q[at * QK..(at + 1) * QK], self.scales[at])
+    }
+
+    /// Row `row`'s integers, every block.
+    pub(crate) fn row_values(&self, row: usize) -> &[i16] {
+        let n = self.blocks * QK;
+        &self.q[row * n..(row + 1) * n]
+    }
 }
 
 /// `t` rounded to the nearest integer, ties to even, for `|t| <= 2²²`: adding and taking away
@@ -73,7 +91,7 @@ fn round_ties_even(t: f32) -> f32 {
 }
 
 /// The weight's value `j` of a block (the bytes after its scale), as an integer.
-fn weight_value(format: WeightFormat, bytes: &[u8], j: usize) -> i32 {
+pub(super) fn weight_value(format: WeightFormat, bytes: &[u8], j: usize) -> i32 {
     match format {
         WeightFormat::Q8_0 => bytes[j] as i8 as i32,
         WeightFormat::Q4_0 => {
@@ -239,6 +257,8 @@ mod avx2 {
         for b in 0..blocks {
             let wb = &w[b * block_bytes..(b + 1) * block_bytes];
             let at = x.block(r, b);
+            // A hint: an address past the weight's end is not read.
+            _mm_prefetch::<_MM_HINT_T0>(wb.as_ptr().wrapping_add(PREFETCH).cast());
             // The f16 scale by F16C, in registers: a call here would spill the accumulator.
             let d_w = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([wb[0], wb[1]])));
             let d = _mm256_mul_ps(d_w, _mm256_set1_ps(x.scales[at]));
@@ -305,6 +325,8 @@ mod avx512 {
         for b in 0..blocks {
             let wb = &w[b * block_bytes..(b + 1) * block_bytes];
             let at = x.block(r, b);
+            // A hint: an address past the weight's end is not read.
+            _mm_prefetch::<_MM_HINT_T0>(wb.as_ptr().wrapping_add(PREFETCH).cast());
             let d_w = _mm512_cvtph_ps(_mm256_set1_epi16(i16::from_le_bytes([wb[0], wb[1]])));
             let d = _mm512_mul_ps(d_w, _mm512_set1_ps(x.scales[at]));
             // SAFETY: 32 values of row `r`'s block `b` (asserted in bounds above).
