@@ -7,7 +7,8 @@
 #
 # CONTEXT 128 is the length the tiny recipe trains on; windows advance by half of it. A context of
 # 32 or less with --batch 1 sends every product through the packed decode kernels (up to 32 rows)
-# rather than the dequantized prefill product. Needs the release examples:
+# rather than the prompt kernels (integer products of 16-bit inputs for Q8_0/Q4_0). Needs the
+# release examples:
 #   cargo build --release --example pretrain --example eval
 set -euo pipefail
 cd "$(dirname "$0")/.."

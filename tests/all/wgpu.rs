@@ -144,3 +144,103 @@ fn wgpu_warm_up_runs_every_bucket_then_generates_as_before() {
     .unwrap();
     assert_eq!(out.ids, reference.greedy[0][..8]);
 }
+
+/// What burn 0.21's quantized matmul does on wgpu (cubecl) with the block formats phi-zoo packs
+/// on the CPU: a weight quantized in blocks of 32 inputs per output (`Q8_0`'s and `Q4_0`'s
+/// grouping), multiplied by f32 inputs, against the f32 product over the weight burn dequantizes,
+/// and that weight against phi-zoo's `Q8_0` packing of the same values. burn quantizes only along
+/// a tensor's innermost dimension (`QuantLevel::block([32, 1])` on the `[in, out]` GPU layout
+/// panics in cubek-quant: "Block size must be divisible by 4, got block_size=1", and the panic
+/// leaves the device's fusion stream unusable), so the weight is quantized in transformers'
+/// `[out, in]` order (`block([1, 32])`) and multiplied through its transposed view. Each scheme
+/// either runs right or is reported as burn refusing it; `Q8S` (symmetric 8-bit, `Q8_0`'s range)
+/// must run.
+#[test]
+fn wgpu_quantized_matmul_in_blocks_of_32() {
+    use burn::prelude::*;
+    use burn::tensor::quantization::{QuantLevel, QuantParam, QuantScheme, QuantStore, QuantValue};
+    use phi_zoo::{PackedWeight, WeightFormat};
+
+    let device = Default::default();
+    let (rows, d_in, d_out) = (5, 128, 64);
+    let value =
+        |i: usize, seed: f32| ((i as f32 * 0.377 + seed).sin() * 2.0) * (1.0 + (i % 5) as f32);
+    let w_out_in: Vec<f32> = (0..d_out * d_in).map(|i| value(i, 0.5)).collect();
+    let x: Vec<f32> = (0..rows * d_in).map(|i| value(i, 2.5) * 0.1).collect();
+    let packed = |format| {
+        PackedWeight::pack(&w_out_in, [d_out, d_in], format)
+            .unwrap()
+            .dequantize()
+    };
+    let (q8_0, q4_0) = (packed(WeightFormat::Q8_0), packed(WeightFormat::Q4_0));
+    let w_scale = w_out_in.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut refused = Vec::new();
+    for (name, quant) in [
+        ("Q8S", QuantValue::Q8S),
+        ("Q4S", QuantValue::Q4S),
+        ("Q4F", QuantValue::Q4F),
+    ] {
+        let scheme = QuantScheme::default()
+            .with_value(quant)
+            .with_level(QuantLevel::block([1, 32]))
+            .with_param(QuantParam::F32)
+            .with_store(QuantStore::PackedU32(0));
+        let tensor = |values: Vec<f32>, shape: [usize; 2]| {
+            Tensor::<Wgpu, 2>::from_data(TensorData::new(values, shape), &device)
+        };
+        let run = || {
+            let wq = tensor(w_out_in.clone(), [d_out, d_in]).quantize_dynamic(&scheme);
+            let dequantized: Vec<f32> = wq.clone().dequantize().into_data().to_vec().unwrap();
+            let w_dq = tensor(dequantized.clone(), [d_out, d_in]);
+            // A prompt's rows, then one row (a decode step).
+            let (mut quantized, mut f32_product) = (Vec::new(), Vec::new());
+            for xs in [
+                tensor(x.clone(), [rows, d_in]),
+                tensor(x[..d_in].to_vec(), [1, d_in]),
+            ] {
+                let q: Vec<f32> = xs
+                    .clone()
+                    .matmul(wq.clone().transpose())
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
+                let f: Vec<f32> = xs
+                    .matmul(w_dq.clone().transpose())
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
+                quantized.extend(q);
+                f32_product.extend(f);
+            }
+            (dequantized, quantized, f32_product)
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok((dequantized, quantized, f32_product)) => {
+                let product_d = max_abs_diff(&quantized, &f32_product);
+                let scale = f32_product.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let (format, ours, step) = match quant {
+                    QuantValue::Q8S => ("Q8_0", &q8_0, w_scale / 127.0),
+                    _ => ("Q4_0", &q4_0, w_scale / 7.0),
+                };
+                let weight_d = max_abs_diff(&dequantized, ours);
+                eprintln!(
+                    "{name}: quantized matmul (5 rows and 1) vs f32 over its dequantized weight \
+                     max |Δ| {product_d:.2e} (outputs up to {scale:.2}); its weight vs \
+                     phi-zoo's {format} max |Δ| {weight_d:.2e} (weights up to {w_scale:.2})"
+                );
+                assert!(product_d <= 1e-4 * scale.max(1.0), "{name}: {product_d}");
+                // The same grouping, the scale in f32 rather than f16 (and for 4 bits a grid
+                // of ±7 or −8..7 steps of amax/7 or amax/8): within one step.
+                assert!(weight_d <= step * 1.01, "{name}: {weight_d}");
+            }
+            Err(_) => {
+                eprintln!("{name}: burn 0.21 on wgpu refused it (a panic inside burn)");
+                refused.push(name);
+            }
+        }
+    }
+    assert!(
+        !refused.contains(&"Q8S"),
+        "Q8S in blocks of 32 must run: {refused:?}"
+    );
+}
