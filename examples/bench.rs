@@ -11,7 +11,8 @@
 //! and `--new-tokens` tokens are decoded greedily, one cached step each, each token picked as
 //! generation picks it (on GPU backends only the chosen ids are read back). `--json` prints only
 //! `{"prefill_tokens_per_s", "decode_tokens_per_s", "load_s", "peak_rss_bytes"}`. `--export DIR`
-//! writes the model in HF format instead, so bench/candle-phi can be timed on the same weights.
+//! writes the model in HF format instead (the bundled tokenizer.json beside it), so bench/candle-phi,
+//! llama.cpp and mistral.rs can be timed on the same weights.
 //!
 //! `--trace` (GPU backends) counts instead of timing what a decode step costs the GPU without
 //! a GPU to time: kernels launched per step and per layer, host reads per step, and the kernel
@@ -109,6 +110,12 @@ impl BackendJob for Bench<'_> {
         let load_s = started.elapsed().as_secs_f64();
         if let Some(dir) = &args.export {
             phi_zoo::save_hf(&model, dir, phi_zoo::StoredDType::F32)?;
+            // The bundled tokenizer beside the weights: peers (mistral.rs) load a folder only
+            // with one.
+            let tokenizer = phi_zoo::PhiTokenizer::bundled().to_json()?;
+            let partial = dir.join("tokenizer.json.partial");
+            std::fs::write(&partial, tokenizer)?;
+            std::fs::rename(&partial, dir.join("tokenizer.json"))?;
             eprintln!("wrote {}", dir.display());
             return Ok(None);
         }
