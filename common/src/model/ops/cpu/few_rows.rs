@@ -131,16 +131,11 @@ pub(crate) fn linear<B: Backend>(
     let device = x.device();
     let [rows, d_in] = x.dims();
     let [_, d_out] = weight.dims();
-    let weight = super::flex(weight)?;
-    let layout = weight.layout();
-    if layout.strides() != [1, d_in as isize] {
-        return None;
-    }
-    let start = layout.start_offset();
-    let w = &weight.storage::<f32>()[start..start + d_out * d_in];
     let x = super::host_f32(x);
     let b = super::host_f32(bias);
-    let y = rows_times(F32Rows { w, d_in }, &x, rows, d_in, &b);
+    let y = super::with_out_in_memory(weight, |w| {
+        rows_times(F32Rows { w, d_in }, &x, rows, d_in, &b)
+    })?;
     Some(Tensor::from_data(
         TensorData::new(y, [rows, d_out]),
         &device,

@@ -35,23 +35,12 @@ pub(crate) fn linear<B: Backend>(
     let device = x.device();
     let [rows, d_in] = x.dims();
     let [_, d_out] = weight.dims();
-    let weight = super::flex(weight)?;
-    let layout = weight.layout();
-    if layout.strides() != [1, d_in as isize] {
-        return None;
-    }
-    let start = layout.start_offset();
-    let w = &weight.storage::<f32>()[start..start + d_out * d_in];
     let x = super::host_f32(x);
     let b = super::host_f32(bias);
-    let y = products(
-        &x,
-        rows,
-        d_in,
-        d_out,
-        |o, out| out.copy_from_slice(&w[o * d_in..(o + 1) * d_in]),
-        &b,
-    );
+    let y = super::with_out_in_memory(weight, |w| {
+        let row = |o: usize, out: &mut [f32]| out.copy_from_slice(&w[o * d_in..(o + 1) * d_in]);
+        products(&x, rows, d_in, d_out, row, &b)
+    })?;
     Some(Tensor::from_data(
         TensorData::new(y, [rows, d_out]),
         &device,
@@ -277,12 +266,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.377 + seed).sin() * 2.0) * (1.0 + (i % 5) as f32))
-            .collect()
-    }
+    use crate::model::ops::cpu::test_values as values;
 
     /// Every kernel gives the definition's bits for every (row, output) on a shape with a
     /// partial tile and a partial panel, close to burn's matmul; a row gives the same alone.

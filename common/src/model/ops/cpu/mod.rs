@@ -112,3 +112,28 @@ pub(crate) fn in_place<B: Backend, const D: usize>(
         burn::tensor::TensorPrimitive::Float(*primitive),
     ))
 }
+
+/// `f` over `weight`'s `[out, in]` f32 memory, when `weight` is burn's `[in, out]` view of it
+/// (`PhiLinear`'s CPU layout) on the CPU backend; `None` otherwise.
+#[cfg(feature = "flex")]
+pub(crate) fn with_out_in_memory<B: Backend, T>(
+    weight: Tensor<B, 2>,
+    f: impl FnOnce(&[f32]) -> T,
+) -> Option<T> {
+    let [d_in, d_out] = weight.dims();
+    let weight = flex(weight)?;
+    let layout = weight.layout();
+    if layout.strides() != [1, d_in as isize] {
+        return None;
+    }
+    let start = layout.start_offset();
+    Some(f(&weight.storage::<f32>()[start..start + d_out * d_in]))
+}
+
+/// Values for the kernels' tests: varied signs and magnitudes, no two rows alike.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 * 0.377 + seed).sin() * 2.0) * (1.0 + (i % 5) as f32))
+        .collect()
+}

@@ -226,13 +226,9 @@ mod tests {
 
     use crate::model::packed::{PackedWeight, WeightFormat};
 
-    type B = burn::backend::Flex;
+    use crate::model::ops::cpu::test_values as values;
 
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.377 + seed).sin() * 2.0) * (1.0 + (i % 5) as f32))
-            .collect()
-    }
+    type B = burn::backend::Flex;
 
     /// Every format, every tile shape: the packed kernel gives the f32 kernel's result on the
     /// converted weight bit for bit for the float formats (both on the path this CPU takes), the

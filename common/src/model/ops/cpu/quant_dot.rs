@@ -360,12 +360,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.377 + seed).sin() * 2.0) * (1.0 + (i % 5) as f32))
-            .collect()
-    }
+    use crate::model::ops::cpu::test_values as values;
 
     /// Against the f32 product over the dequantized weight: within the input's quantization
     /// error; the AVX2 path equals the portable reference bit for bit; a row alone gives what

@@ -377,12 +377,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.377 + seed).sin() * 2.0) * (1.0 + (i % 5) as f32))
-            .collect()
-    }
+    use crate::model::ops::cpu::test_values as values;
 
     /// Every kernel gives the reference's bits for every (row, output), on a shape with a
     /// partial panel and a partial tile; the result is within the inputs' quantization of the
