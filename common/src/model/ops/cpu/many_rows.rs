@@ -106,6 +106,12 @@ pub(crate) fn products_with(
     if rows == 0 || d_out == 0 {
         return y;
     }
+    if d_in == 0 {
+        // No products: each row is the bias (and panels of no values cannot be cut).
+        y.chunks_exact_mut(d_out)
+            .for_each(|row| row.copy_from_slice(&b[..d_out]));
+        return y;
+    }
     let panels = rows.div_ceil(PANEL_ROWS);
     // Panel `p`: rows `32p..32p + 32` (zeros past the last), `[k][32]`.
     let mut x_t = vec![0.0f32; panels * d_in * PANEL_ROWS];
@@ -296,5 +302,8 @@ mod tests {
         }
         let alone = products(&x[33 * d_in..34 * d_in], 1, d_in, d_out, row, &b);
         assert_eq!(alone, y[33 * d_out..34 * d_out], "row 33 alone");
+        // No inputs: each row is the bias.
+        let bias_only = products(&[], 2, 0, 3, |_, _| {}, &[1.0, 2.0, 3.0]);
+        assert_eq!(bias_only, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
     }
 }
