@@ -9,9 +9,9 @@
 //! and GPU matmuls gain nothing from the view.
 //!
 //! For inference on the CPU a weight can instead be packed (f16, bf16, `Q8_0`, `Q4_0`:
-//! `model::packed`): decode steps then read the packed bytes in place (`ops::packed_few_rows`);
-//! longer inputs multiply `Q8_0` and `Q4_0` weights in integers, and f16 and bf16 ones converted
-//! a tile of rows at a time (`ops::packed_many_rows`).
+//! `model::packed`): decode steps then read the packed bytes in place, and longer inputs
+//! multiply `Q8_0` and `Q4_0` weights in integers and f16 and bf16 ones converted a tile of rows
+//! at a time (`ops::packed_linear`).
 
 use burn::module::Param;
 use burn::prelude::*;
@@ -241,12 +241,8 @@ impl<B: Backend> PhiLinear<B> {
             // Up to 32 rows (decode steps, batches of them) read the packed weight in place;
             // a prompt's kernel converts it by tiles; elsewhere (GPU backends, autodiff) the
             // dequantized f32 weight lives for this call.
-            let y = if rows <= FEW_ROWS {
-                ops::packed_few_rows(&x, packed, self.bias.val())
-            } else {
-                ops::packed_many_rows(&x, packed, self.bias.val())
-            };
-            return y.unwrap_or_else(|| self.unpacked(packed).forward_2d(x));
+            return ops::packed_linear(&x, packed, self.bias.val(), rows > FEW_ROWS)
+                .unwrap_or_else(|| self.unpacked(packed).forward_2d(x));
         }
         let d_out = self.weight.shape().dims::<2>()[1];
         // Inference in f32 on a prompt: AVX-512 where the CPU has it (burn's matmul runs AVX2).

@@ -70,40 +70,22 @@ pub(crate) fn many_rows_linear<B: Backend>(
     }
 }
 
-/// `x·Wᵀ + b` for `x: [rows, in]` and a packed weight, when the CPU kernel applies (`None`:
-/// the caller multiplies by the dequantized weight).
-pub(crate) fn packed_few_rows<B: Backend>(
-    x: &Tensor<B, 2>,
-    weight: &super::packed::PackedWeight,
-    bias: Tensor<B, 1>,
-) -> Option<Tensor<B, 2>> {
-    if !kernels_apply(x) || bias.dtype() != DType::F32 {
-        return None;
-    }
-    #[cfg(feature = "flex")]
-    return Some(cpu::packed::linear(x.clone(), weight, bias));
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (weight, bias);
-        None
-    }
-}
-
-/// `x·Wᵀ + b` for `x: [rows, in]` with many rows (a prompt) and a packed weight, when the CPU
+/// `x·Wᵀ + b` for `x: [rows, in]` and a packed weight (`prompt`: many rows), when the CPU
 /// kernel applies (`None`: the caller multiplies by the dequantized weight).
-pub(crate) fn packed_many_rows<B: Backend>(
+pub(crate) fn packed_linear<B: Backend>(
     x: &Tensor<B, 2>,
     weight: &super::packed::PackedWeight,
     bias: Tensor<B, 1>,
+    prompt: bool,
 ) -> Option<Tensor<B, 2>> {
     if !kernels_apply(x) || bias.dtype() != DType::F32 {
         return None;
     }
     #[cfg(feature = "flex")]
-    return Some(cpu::packed::many_rows_linear(x.clone(), weight, bias));
+    return Some(cpu::packed::linear(x.clone(), weight, bias, prompt));
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (weight, bias);
+        let _ = (weight, bias, prompt);
         None
     }
 }

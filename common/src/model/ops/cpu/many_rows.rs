@@ -17,7 +17,7 @@
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::quant_dot::Kernel;
+use super::isa::Isa;
 
 /// Weight rows (outputs) per tile, converted once per task.
 const TILE_OUTPUTS: usize = 12;
@@ -89,12 +89,12 @@ pub(crate) fn products(
     weight_row: impl Fn(usize, &mut [f32]) + Sync,
     b: &[f32],
 ) -> Vec<f32> {
-    products_with(Kernel::best(), x, rows, d_in, d_out, weight_row, b)
+    products_with(Isa::best(), x, rows, d_in, d_out, weight_row, b)
 }
 
-/// `products` on a given kernel.
+/// `products` on a given instruction set.
 pub(crate) fn products_with(
-    kernel: Kernel,
+    isa: Isa,
     x: &[f32],
     rows: usize,
     d_in: usize,
@@ -138,14 +138,15 @@ pub(crate) fn products_with(
             }
             for (p, panel) in x_t.chunks_exact(d_in * PANEL_ROWS).enumerate() {
                 let mut sums = [[0.0f32; PANEL_ROWS]; TILE_OUTPUTS];
-                match kernel {
-                    Kernel::Portable => portable::tile(&w, panel, d_in, &mut sums),
-                    // SAFETY: `Kernel::best` and `available` choose these only where the CPU
-                    // has their features.
+                match isa {
+                    Isa::Portable => portable::tile(&w, panel, d_in, &mut sums),
+                    // SAFETY: `Isa` names only levels the CPU has.
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => unsafe { avx2::tile(&w, panel, d_in, &mut sums) },
+                    Isa::Avx2 => unsafe { avx2::tile(&w, panel, d_in, &mut sums) },
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512 => unsafe { avx512::tile(&w, panel, d_in, &mut sums) },
+                    Isa::Avx512 | Isa::Avx512Vnni => unsafe {
+                        avx512::tile(&w, panel, d_in, &mut sums)
+                    },
                 }
                 let first_row = p * PANEL_ROWS;
                 for (o, sums) in sums.iter().enumerate().take(outputs) {
@@ -292,13 +293,13 @@ mod tests {
                 assert_eq!(y[r * d_out + o].to_bits(), definition.to_bits(), "{r} {o}");
             }
         }
-        for kernel in Kernel::available() {
-            let by_kernel = products_with(kernel, &x, rows, d_in, d_out, row, &b);
+        for isa in Isa::available() {
+            let by_kernel = products_with(isa, &x, rows, d_in, d_out, row, &b);
             let same = by_kernel
                 .iter()
                 .zip(&y)
                 .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{kernel:?} differs from the best kernel");
+            assert!(same, "{isa:?} differs from the best kernel");
         }
         let alone = products(&x[33 * d_in..34 * d_in], 1, d_in, d_out, row, &b);
         assert_eq!(alone, y[33 * d_out..34 * d_out], "row 33 alone");

@@ -17,6 +17,8 @@ pub(crate) mod decode_attention;
 pub(crate) mod few_rows;
 pub(crate) mod gelu;
 #[cfg(feature = "flex")]
+pub(crate) mod isa;
+#[cfg(feature = "flex")]
 pub(crate) mod many_rows;
 #[cfg(feature = "flex")]
 pub(crate) mod packed;

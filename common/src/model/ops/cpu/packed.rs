@@ -11,37 +11,15 @@ use super::LANES;
 use super::few_rows::{BLOCK, WeightRows, rows_times};
 use crate::model::packed::{PackedWeight, WeightFormat};
 
-/// `x·Wᵀ + b` for `x: [rows, in]` (f32, many rows: a prompt) and a packed `[out, in]` weight:
-/// `Q8_0` and `Q4_0` in integers (`quant_gemm`), the float formats converted a tile of rows at a
-/// time into the f32 product (`many_rows`).
-pub(crate) fn many_rows_linear<B: Backend>(
-    x: Tensor<B, 2>,
-    weight: &PackedWeight,
-    bias: Tensor<B, 1>,
-) -> Tensor<B, 2> {
-    let device = x.device();
-    let [rows, d_in] = x.dims();
-    let [d_out, _] = weight.dims();
-    let (x, b) = (super::host_f32(x), super::host_f32(bias));
-    let y = match weight.format() {
-        WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
-            let x = super::quant_dot::QuantizedRows::new(&x, rows, d_in);
-            super::quant_gemm::products(weight, &x, rows, &b)
-        }
-        WeightFormat::F32 | WeightFormat::F16 | WeightFormat::Bf16 => {
-            let row = |o: usize, out: &mut [f32]| weight.dequantize_row(o, out);
-            super::many_rows::products(&x, rows, d_in, d_out, row, &b)
-        }
-    };
-    Tensor::from_data(TensorData::new(y, [rows, d_out]), &device)
-}
-
-/// `x·Wᵀ + b` for `x: [rows, in]` (f32, a few rows: decoding) and a packed `[out, in]` weight,
-/// `[rows, out]`.
+/// `x·Wᵀ + b` for `x: [rows, in]` (f32) and a packed `[out, in]` weight, `[rows, out]`. A few
+/// rows (decoding) read the packed bytes in place (`quant_dot`, or `few_rows` converting in
+/// registers); a `prompt` runs `quant_gemm` for `Q8_0` and `Q4_0` and `many_rows` over rows
+/// converted a tile at a time for the float formats.
 pub(crate) fn linear<B: Backend>(
     x: Tensor<B, 2>,
     weight: &PackedWeight,
     bias: Tensor<B, 1>,
+    prompt: bool,
 ) -> Tensor<B, 2> {
     let device = x.device();
     let [rows, d_in] = x.dims();
@@ -54,13 +32,21 @@ pub(crate) fn linear<B: Backend>(
         outputs: d_out,
     };
     let y = match weight.format() {
+        WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
+            let x = super::quant_dot::QuantizedRows::new(&x, rows, d_in);
+            if prompt {
+                super::quant_gemm::products(weight, &x, rows, &b)
+            } else {
+                super::quant_dot::products(weight, &x, rows, &b)
+            }
+        }
+        _ if prompt => {
+            let row = |o: usize, out: &mut [f32]| weight.dequantize_row(o, out);
+            super::many_rows::products(&x, rows, d_in, d_out, row, &b)
+        }
         WeightFormat::F32 => rows_times(Rows::<F32Bytes>::new(packed), &x, rows, d_in, &b),
         WeightFormat::F16 => rows_times(Rows::<F16>::new(packed), &x, rows, d_in, &b),
         WeightFormat::Bf16 => rows_times(Rows::<Bf16>::new(packed), &x, rows, d_in, &b),
-        WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
-            let x = super::quant_dot::QuantizedRows::new(&x, rows, d_in);
-            super::quant_dot::products(weight, &x, rows, &b)
-        }
     };
     Tensor::from_data(TensorData::new(y, [rows, d_out]), &device)
 }
@@ -286,7 +272,7 @@ mod tests {
                     .into_data()
                     .to_vec()
                     .unwrap();
-            let packed_kernel: Vec<f32> = super::linear(x.clone(), &packed, bias.clone())
+            let packed_kernel: Vec<f32> = super::linear(x.clone(), &packed, bias.clone(), false)
                 .into_data()
                 .to_vec()
                 .unwrap();
@@ -302,11 +288,15 @@ mod tests {
             } else {
                 assert_eq!(packed_kernel, f32_kernel, "{format}");
             }
-            let alone: Vec<f32> =
-                super::linear(x.clone().slice([3..4, 0..d_in]), &packed, bias.clone())
-                    .into_data()
-                    .to_vec()
-                    .unwrap();
+            let alone: Vec<f32> = super::linear(
+                x.clone().slice([3..4, 0..d_in]),
+                &packed,
+                bias.clone(),
+                false,
+            )
+            .into_data()
+            .to_vec()
+            .unwrap();
             assert_eq!(
                 alone,
                 packed_kernel[3 * d_out..4 * d_out],

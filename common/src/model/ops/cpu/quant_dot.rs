@@ -24,6 +24,7 @@
 
 use rayon::prelude::*;
 
+use super::isa::Isa;
 use super::{LANES, sum_lanes};
 use crate::model::packed::{PackedWeight, QK, WeightFormat, scale};
 
@@ -105,65 +106,15 @@ pub(super) fn weight_value(format: WeightFormat, bytes: &[u8], j: usize) -> i32 
 /// Lanes of a block's sum: one per pair of values.
 const SUM_LANES: usize = QK / 2;
 
-/// The instructions a product runs on, chosen once per call from what the CPU has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kernel {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Kernel {
-    /// The widest this CPU runs.
-    pub(crate) fn best() -> Self {
+/// One weight row's dot product with input row `r`, on `isa`'s widest path.
+fn row_dot(isa: Isa, format: WeightFormat, w: &[u8], x: &QuantizedRows, r: usize) -> f32 {
+    match isa {
+        Isa::Portable => portable::row_dot(format, w, x, r),
+        // SAFETY: `Isa` names only levels the CPU has.
         #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c");
-            if avx2
-                && std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                return Self::Avx512;
-            }
-            if avx2 {
-                return Self::Avx2;
-            }
-        }
-        Self::Portable
-    }
-
-    /// Every kernel this CPU can run (for the tests that hold them to the reference).
-    #[cfg(test)]
-    pub(crate) fn available() -> Vec<Self> {
-        let best = Self::best();
-        let mut all = vec![Self::Portable];
+        Isa::Avx2 => unsafe { avx2::row_dot(format, w, x, r) },
         #[cfg(target_arch = "x86_64")]
-        {
-            if best != Self::Portable {
-                all.push(Self::Avx2);
-            }
-            if best == Self::Avx512 {
-                all.push(Self::Avx512);
-            }
-        }
-        let _ = best;
-        all
-    }
-
-    /// One weight row's dot product with input row `r`.
-    fn row_dot(self, format: WeightFormat, w: &[u8], x: &QuantizedRows, r: usize) -> f32 {
-        match self {
-            Self::Portable => portable::row_dot(format, w, x, r),
-            // SAFETY: `best` chose these only where the CPU has their features.
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { avx2::row_dot(format, w, x, r) },
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => unsafe { avx512::row_dot(format, w, x, r) },
-        }
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::row_dot(format, w, x, r) },
     }
 }
 
@@ -174,12 +125,12 @@ pub(crate) fn products(
     rows: usize,
     b: &[f32],
 ) -> Vec<f32> {
-    products_with(Kernel::best(), weight, x, rows, b)
+    products_with(Isa::best(), weight, x, rows, b)
 }
 
-/// `products` on a given kernel.
+/// `products` on a given instruction set.
 pub(crate) fn products_with(
-    kernel: Kernel,
+    isa: Isa,
     weight: &PackedWeight,
     x: &QuantizedRows,
     rows: usize,
@@ -197,7 +148,7 @@ pub(crate) fn products_with(
                 let w = weight.row(first + o);
                 debug_assert_eq!(w.len(), row_bytes);
                 for (r, s) in sums.iter_mut().enumerate() {
-                    *s = kernel.row_dot(format, w, x, r) + b[first + o];
+                    *s = row_dot(isa, format, w, x, r) + b[first + o];
                 }
             }
         });
@@ -394,13 +345,13 @@ mod tests {
                     assert_eq!(got.to_bits(), reference.to_bits(), "{format} {r} {o}");
                 }
             }
-            for kernel in Kernel::available() {
-                let by_kernel = products_with(kernel, &packed, &qx, rows, &b);
+            for isa in Isa::available() {
+                let by_kernel = products_with(isa, &packed, &qx, rows, &b);
                 let same = by_kernel
                     .iter()
                     .zip(&y)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{format}: {kernel:?} differs from the best kernel");
+                assert!(same, "{format}: {isa:?} differs from the best kernel");
             }
             let alone = QuantizedRows::new(&x[2 * d_in..3 * d_in], 1, d_in);
             let y_alone = products(&packed, &alone, 1, &b);

@@ -21,6 +21,7 @@
 
 use rayon::prelude::*;
 
+use super::isa::Isa;
 use super::many_rows::Columns;
 use super::quant_dot::QuantizedRows;
 #[cfg(test)]
@@ -35,50 +36,6 @@ const TILE_ROWS: usize = 8;
 
 /// Pairs of values in a block.
 const PAIRS: usize = QK / 2;
-
-/// The instructions a product runs on, chosen once per call from what the CPU has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kernel {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512Vnni,
-}
-
-impl Kernel {
-    /// The fastest this CPU runs.
-    pub(crate) fn best() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
-                return Self::Avx512Vnni;
-            }
-            if has!("avx2") && has!("fma") {
-                return Self::Avx2;
-            }
-        }
-        Self::Portable
-    }
-
-    /// Every kernel this CPU can run (for the tests that hold them to the reference).
-    #[cfg(test)]
-    pub(crate) fn available() -> Vec<Self> {
-        let mut all = vec![Self::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
-                all.push(Self::Avx2);
-            }
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
-                all.push(Self::Avx512Vnni);
-            }
-        }
-        all
-    }
-}
 
 /// One panel of a weight: outputs `first..first + PANEL` (zeros past the weight's last row),
 /// each value pair `(2p, 2p + 1)` of block `b` of output `o` as two sixteen-bit integers at
@@ -153,12 +110,12 @@ pub(crate) fn products(
     rows: usize,
     b: &[f32],
 ) -> Vec<f32> {
-    products_with(Kernel::best(), weight, x, rows, b)
+    products_with(Isa::best(), weight, x, rows, b)
 }
 
-/// `products` on a given kernel.
+/// `products` on a given instruction set.
 pub(crate) fn products_with(
-    kernel: Kernel,
+    isa: Isa,
     weight: &PackedWeight,
     x: &QuantizedRows,
     rows: usize,
@@ -181,13 +138,15 @@ pub(crate) fn products_with(
                 // Rows past the input's end repeat its last row; their sums are not written.
                 let row_of: [usize; TILE_ROWS] = std::array::from_fn(|r| (r0 + r).min(rows - 1));
                 let mut sums = [[0.0f32; PANEL]; TILE_ROWS];
-                match kernel {
-                    Kernel::Portable => portable::tile(&unpacked, blocks, x, &row_of, &mut sums),
-                    // SAFETY: `best` and `available` choose these only where the CPU has them.
+                match isa {
+                    Isa::Portable => portable::tile(&unpacked, blocks, x, &row_of, &mut sums),
+                    // SAFETY: `Isa` names only levels the CPU has.
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx2 => unsafe { avx2::tile(&unpacked, blocks, x, &row_of, &mut sums) },
+                    Isa::Avx2 | Isa::Avx512 => unsafe {
+                        avx2::tile(&unpacked, blocks, x, &row_of, &mut sums)
+                    },
                     #[cfg(target_arch = "x86_64")]
-                    Kernel::Avx512Vnni => unsafe {
+                    Isa::Avx512Vnni => unsafe {
                         avx512::tile(&unpacked, blocks, x, &row_of, &mut sums)
                     },
                 }
@@ -416,13 +375,13 @@ mod tests {
                     );
                 }
             }
-            for kernel in Kernel::available() {
-                let by_kernel = products_with(kernel, &packed, &qx, rows, &b);
+            for isa in Isa::available() {
+                let by_kernel = products_with(isa, &packed, &qx, rows, &b);
                 let same = by_kernel
                     .iter()
                     .zip(&y)
                     .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{format}: {kernel:?} differs from the best kernel");
+                assert!(same, "{format}: {isa:?} differs from the best kernel");
             }
             let alone = QuantizedRows::new(&x[5 * d_in..6 * d_in], 1, d_in);
             let y_alone = products(&packed, &alone, 1, &b);
